@@ -1,0 +1,51 @@
+"""aiotp: Erlang/OTP-style actors, supervision trees, worker pools and sessions for asyncio."""
+
+from aiotp.runtime import (
+    NOREPLY,
+    Actor,
+    ActorExited,
+    ActorRef,
+    AiotpError,
+    CallTimeout,
+    Caller,
+    Down,
+    Exit,
+    MailboxFull,
+    MonitorRef,
+    NameTaken,
+    NoProc,
+    Runtime,
+    RuntimeClosed,
+    Timer,
+    UnhandledMessage,
+    current_actor,
+    is_normal_exit,
+    run,
+    telemetry,
+)
+
+__all__ = [
+    "NOREPLY",
+    "Actor",
+    "ActorExited",
+    "ActorRef",
+    "AiotpError",
+    "CallTimeout",
+    "Caller",
+    "Down",
+    "Exit",
+    "MailboxFull",
+    "MonitorRef",
+    "NameTaken",
+    "NoProc",
+    "Runtime",
+    "RuntimeClosed",
+    "Timer",
+    "UnhandledMessage",
+    "current_actor",
+    "is_normal_exit",
+    "run",
+    "telemetry",
+]
+
+__version__ = "0.1.0"

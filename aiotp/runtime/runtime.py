@@ -1,0 +1,310 @@
+"""The Runtime: owns the actors of one event loop, their names, and an orderly shutdown.
+
+::
+
+    async with aiotp.Runtime() as rt:
+        ref = await rt.spawn(Counter, 0, name="counter")
+        await rt.cast("counter", 1)
+        assert await rt.call("counter", "get") == 1
+
+or ``aiotp.run(main)`` with ``async def main(rt): ...``, which also picks uvloop when installed.
+
+Guarantees:
+- `spawn` returns once the actor's `init` has finished, and raises what `init` raised.
+- Leaving the ``async with`` block stops the actors that were spawned from outside any actor, in
+  reverse start order, each with ``rt.stop(ref, "shutdown")`` bounded by `shutdown_timeout`
+  (default 5 s, as a worker's shutdown in OTP) and then killed; actors spawned inside actors are
+  stopped by their owners (a supervisor stops its children). Whatever is left is killed, and no
+  task is left pending.
+- `stop` is GenServer.stop: the request is queued behind the messages already in the mailbox,
+  `terminate` runs, and `stop` returns once the actor is gone.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import itertools
+from collections.abc import Awaitable, Callable
+from enum import Enum
+from typing import TYPE_CHECKING, Any, TypeVar
+
+from aiotp.runtime import telemetry
+from aiotp.runtime.actor import Actor
+from aiotp.runtime.errors import AiotpError, CallTimeout, NoProc, RuntimeClosed
+from aiotp.runtime.loop import loop_factory
+from aiotp.runtime.process import actor_main
+from aiotp.runtime.ref import STOP, ActorRef, Phase, Timer, _current
+from aiotp.runtime.registry import Registry
+from aiotp.runtime.signals import Signals
+
+if TYPE_CHECKING:
+    pass
+
+__all__ = ["Runtime", "run"]
+
+A = TypeVar("A", bound=Actor)
+T = TypeVar("T")
+Target = ActorRef | Any  # a ref or a registered name
+
+
+class _State(Enum):
+    NEW = "NEW"
+    RUNNING = "RUNNING"
+    STOPPING = "STOPPING"
+    STOPPED = "STOPPED"
+
+
+_TRANSITIONS = {
+    _State.NEW: {_State.RUNNING},
+    _State.RUNNING: {_State.STOPPING},
+    _State.STOPPING: {_State.STOPPED},
+    _State.STOPPED: set(),
+}
+
+
+class Runtime:
+    """A home for actors on the running event loop. Use it as an async context manager."""
+
+    def __init__(self, *, shutdown_timeout: float = 5.0) -> None:
+        if shutdown_timeout <= 0:
+            raise ValueError(f"shutdown_timeout must be positive, got {shutdown_timeout!r}")
+        self.shutdown_timeout = shutdown_timeout
+        self._state = _State.NEW
+        self._loop: asyncio.AbstractEventLoop = None  # type: ignore[assignment]
+        self._ids = itertools.count(1)
+        self._actors: dict[ActorRef, None] = {}  # insertion-ordered: start order
+        self._registry = Registry()
+        self._signals = Signals(self)
+        self._extensions: dict[str, Any] = {}
+
+    def _move(self, new: _State) -> None:
+        if new not in _TRANSITIONS[self._state]:
+            raise AiotpError(f"runtime cannot go from {self._state.name} to {new.name}")
+        self._state = new
+
+    def __repr__(self) -> str:
+        return f"<Runtime {self._state.name} actors={len(self._actors)}>"
+
+    @property
+    def running(self) -> bool:
+        return self._state is _State.RUNNING
+
+    @property
+    def loop(self) -> asyncio.AbstractEventLoop:
+        return self._loop
+
+    async def __aenter__(self) -> Runtime:
+        self._loop = asyncio.get_running_loop()
+        self._move(_State.RUNNING)
+        for ext in list(self._extensions.values()):
+            start = getattr(ext, "start", None)
+            if start is not None:
+                await start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.shutdown()
+
+    def _check_open(self, what: str) -> None:
+        if self._state is not _State.RUNNING:
+            raise RuntimeClosed(f"{what}: the runtime is {self._state.name}")
+
+    # -- actors ------------------------------------------------------------------------
+    async def spawn(
+        self,
+        cls: type[A],
+        *args: Any,
+        name: Any = None,
+        link: bool = False,
+        max_mailbox: int | None = None,
+        init_timeout: float | None = None,
+        **kwargs: Any,
+    ) -> ActorRef:
+        """Start an actor and return its ref once `init` finished.
+
+        `link=True` links the new actor to the calling actor (an error outside actors: there is
+        nobody to link to). `name` registers it (`NameTaken` if held). `max_mailbox` bounds its
+        mailbox. `init_timeout` kills an actor whose init takes longer and raises `CallTimeout`.
+        """
+        self._check_open(f"spawn {getattr(cls, '__name__', cls)!r}")
+        if not (isinstance(cls, type) and issubclass(cls, Actor)):
+            raise TypeError(f"spawn needs an aiotp.Actor subclass, got {cls!r}")
+        if max_mailbox is not None and (not isinstance(max_mailbox, int) or max_mailbox < 1):
+            raise ValueError(f"max_mailbox must be a positive int or None, got {max_mailbox!r}")
+        if init_timeout is not None and init_timeout <= 0:
+            raise ValueError(f"init_timeout must be positive or None, got {init_timeout!r}")
+        parent = _current.get()
+        if link and parent is None:
+            raise AiotpError("spawn(link=True) outside an actor: there is no actor to link to")
+        if name is not None:
+            self._registry.check_name(name)
+            if self._registry.whereis(name) is not None:
+                self._registry.register(name, None)  # type: ignore[arg-type]  # raises NameTaken
+        ref = ActorRef(self, next(self._ids), name, max_mailbox, parent if link else None)
+        actor = cls()
+        actor.ref = ref
+        actor.runtime = self
+        ref._actor = actor
+        if name is not None:
+            self._registry.register(name, ref)
+        if link and parent is not None:
+            self._signals.link(parent, ref)
+        self._actors[ref] = None
+        started: asyncio.Future[None] = self._loop.create_future()
+        ref._task = self._loop.create_task(actor_main(ref, args, kwargs, started))
+        if telemetry._handlers:
+            telemetry.execute(
+                ("aiotp", "actor", "spawned"), {"count": 1}, {"actor": ref, "class": cls.__name__}
+            )
+        if init_timeout is None:
+            await started
+            return ref
+        try:
+            await asyncio.wait_for(asyncio.shield(started), init_timeout)
+        except TimeoutError:
+            self._signals.exit(ref, "kill", None)
+            raise CallTimeout(
+                f"init of {cls.__name__} did not finish within {init_timeout} s; killed it"
+            ) from None
+        return ref
+
+    def _forget(self, ref: ActorRef) -> None:
+        self._actors.pop(ref, None)
+        if ref.name is not None:
+            self._registry.unregister(ref.name, ref)
+
+    def resolve(self, target: Target) -> ActorRef:
+        """The live ref for a ref or a registered name; `NoProc` if there is none."""
+        if isinstance(target, ActorRef):
+            return target
+        ref = self._registry.whereis(target)
+        if ref is None:
+            raise NoProc(f"no actor is registered as {target!r}")
+        return ref
+
+    def whereis(self, name: Any) -> ActorRef | None:
+        return self._registry.whereis(name)
+
+    def registered(self) -> list[Any]:
+        return self._registry.names()
+
+    def actors(self) -> list[ActorRef]:
+        """Live actors in start order."""
+        return list(self._actors)
+
+    async def call(self, target: Target, msg: Any, timeout: float | None = 5.0) -> Any:
+        return await self.resolve(target).call(msg, timeout=timeout)
+
+    async def cast(self, target: Target, msg: Any) -> None:
+        """Cast by ref or name; to an unknown name or a dead actor it is dropped, as in OTP."""
+        ref = self._registry.whereis(target) if not isinstance(target, ActorRef) else target
+        if ref is not None:
+            ref._put((0, msg))
+
+    def send(self, target: Target, msg: Any) -> None:
+        ref = self._registry.whereis(target) if not isinstance(target, ActorRef) else target
+        if ref is not None:
+            ref.send(msg)
+
+    def send_after(self, target: ActorRef, seconds: float, msg: Any) -> Timer:
+        """Deliver `msg` to `target`'s handle_info after `seconds` (cancellable)."""
+        if seconds < 0:
+            raise ValueError(f"send_after delay must be >= 0, got {seconds!r}")
+        timer = Timer(target)
+        if target._phase is Phase.DEAD:
+            timer.fired = True
+            return timer
+        timer._handle = self._loop.call_later(seconds, timer._fire, msg)
+        if target._timers is None:
+            target._timers = set()
+        target._timers.add(timer)
+        return timer
+
+    def exit(self, target: Target, reason: Any) -> None:
+        """Send an exit signal (trappable, except "kill"); a no-op on a dead actor."""
+        ref = self.resolve(target) if not isinstance(target, ActorRef) else target
+        self._signals.exit(ref, reason, _current.get())
+
+    async def stop(self, target: Target, reason: Any = "normal", timeout: float | None = None) -> None:
+        """Stop an actor gracefully and return once it is gone (GenServer.stop).
+
+        `NoProc` if it is not alive; `CallTimeout` if it is still alive after `timeout` (it keeps
+        running: kill it with ``rt.exit(ref, "kill")`` if you must).
+        """
+        ref = self.resolve(target)
+        if ref._phase is Phase.DEAD:
+            raise NoProc(f"stop {ref!r}: the actor is not alive")
+        if ref is _current.get():
+            raise AiotpError(f"{ref!r} cannot rt.stop itself (it would wait forever); use self.stop")
+        ref._put((STOP, reason), force=True)
+        await self._wait_gone(ref, timeout)
+
+    async def _wait_gone(self, ref: ActorRef, timeout: float | None) -> None:
+        task = ref._task
+        if task is None or task.done():
+            return
+        done, _ = await asyncio.wait({task}, timeout=timeout)
+        if not done:
+            raise CallTimeout(f"{ref!r} did not stop within {timeout} s")
+
+    async def stop_or_kill(self, ref: ActorRef, reason: Any, timeout: float | None) -> Any:
+        """Stop, and kill if `terminate` takes longer than `timeout`; returns the exit reason."""
+        if ref._phase is Phase.DEAD:
+            return ref._reason
+        ref._put((STOP, reason), force=True)
+        try:
+            await self._wait_gone(ref, timeout)
+        except CallTimeout:
+            self._signals.exit(ref, "kill", None)
+            await self._wait_gone(ref, None)
+        return ref._reason
+
+    # -- extensions (pools, session store) ----------------------------------------------
+    def extension(self, key: str, factory: Callable[[Runtime], T]) -> T:
+        """The runtime's instance of an add-on (created on first use, closed at shutdown)."""
+        ext = self._extensions.get(key)
+        if ext is None:
+            ext = factory(self)
+            self._extensions[key] = ext
+        return ext  # type: ignore[no-any-return]
+
+    # -- shutdown ----------------------------------------------------------------------
+    async def shutdown(self) -> None:
+        """Stop everything (see the module docstring); idempotent."""
+        if self._state in (_State.STOPPING, _State.STOPPED):
+            return
+        if self._state is _State.NEW:
+            self._state = _State.STOPPED
+            return
+        self._move(_State.STOPPING)
+        roots = [ref for ref in self._actors if ref._parent is None]
+        for ref in reversed(roots):
+            await self.stop_or_kill(ref, "shutdown", self.shutdown_timeout)
+        for ref in reversed(list(self._actors)):
+            await self.stop_or_kill(ref, "shutdown", self.shutdown_timeout)
+        for ext in reversed(list(self._extensions.values())):
+            close = getattr(ext, "close", None)
+            if close is not None:
+                await close()
+        self._move(_State.STOPPED)
+
+
+def run(
+    main: Callable[[Runtime], Awaitable[T]] | Awaitable[T], *, uvloop: bool | None = None
+) -> T:
+    """Run `main(rt)` inside a fresh Runtime on a new loop (uvloop when installed) and return
+    its result. A bare awaitable is run as is, on the same kind of loop, without a Runtime."""
+
+    async def _with_runtime() -> T:
+        async with Runtime() as rt:
+            assert callable(main)
+            return await main(rt)
+
+    async def _bare() -> T:
+        assert inspect.isawaitable(main)
+        return await main
+
+    entry = _bare() if inspect.isawaitable(main) else _with_runtime()
+    with asyncio.Runner(loop_factory=loop_factory(uvloop)) as runner:
+        return runner.run(entry)
