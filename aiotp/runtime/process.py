@@ -19,8 +19,9 @@ import asyncio
 import logging
 from typing import TYPE_CHECKING, Any
 
+from aiotp.runtime.errors import ActorExited
 from aiotp.runtime.messages import NOREPLY
-from aiotp.runtime.ref import CALL, CAST, INFO, STOP, ActorRef, Phase, _current
+from aiotp.runtime.ref import CALL, CAST, INFO, STOP, ActorRef, Caller, Phase, _current
 
 if TYPE_CHECKING:
     from aiotp.runtime.actor import Actor
@@ -41,30 +42,67 @@ class _Stopped(Exception):
 async def actor_main(
     ref: ActorRef, args: tuple[Any, ...], kwargs: dict[str, Any], started: asyncio.Future[None]
 ) -> None:
+    # One flat coroutine on purpose: every extra frame or local that lives while the actor idles
+    # costs every idle actor (a nested serve coroutine alone was 320 bytes of our 2 KiB budget).
     _current.set(ref)
     actor = ref._actor
     assert actor is not None
-    reason: Any = "normal"
-    run_terminate = True
     try:
         await actor.init(*args, **kwargs)
     except asyncio.CancelledError:
-        reason, _ = ref._exit_signal or ("killed", False)
+        killed_by, _ = ref._exit_signal or ("killed", False)
         _uncancel()
         if not started.done():
-            started.set_exception(_init_interrupted(ref, reason))
-        ref._rt._signals.finish(ref, reason, init_failed=True)
+            started.set_exception(ActorExited(killed_by, ref))
+        ref._rt._signals.finish(ref, killed_by, init_failed=True)
         return
     except BaseException as exc:
         if not started.done():
             started.set_exception(exc)
         ref._rt._signals.finish(ref, exc, init_failed=True)
         return
+    del args, kwargs
     ref._phase = Phase.RUNNING
     if not started.done():
         started.set_result(None)
+    del started
+    reason: Any = "normal"
+    run_terminate = True
     try:
-        await _serve(ref, actor)
+        handled = 0
+        while True:
+            if ref._stop_reason is not None:
+                raise _Stopped(ref._stop_reason)
+            batch = ref._inbox
+            if not batch:
+                del batch
+                waiter: asyncio.Future[None] = ref._loop.create_future()
+                ref._waiter = waiter
+                await waiter
+                continue
+            ref._inbox = []
+            ref._batch = batch
+            ref._pos = 0
+            for item in batch:
+                ref._pos += 1
+                kind = item[0]
+                if kind == CAST:
+                    await actor.handle_cast(item[1])
+                elif kind == CALL:
+                    await _handle_call(ref, actor, item[1], item[2])
+                elif kind == INFO:
+                    await actor.handle_info(item[1])
+                elif kind == STOP:
+                    ref._stop_reason = item[1]
+                if ref._exit_signal is not None:
+                    # A signal arrived while a handler swallowed our cancellation.
+                    raise asyncio.CancelledError
+                if ref._stop_reason is not None:
+                    raise _Stopped(ref._stop_reason)
+                handled += 1
+                if handled % _YIELD_EVERY == 0:
+                    await asyncio.sleep(0)
+            ref._batch = None
     except _Stopped as stop:
         reason = stop.reason
     except asyncio.CancelledError:
@@ -76,6 +114,23 @@ async def actor_main(
     if run_terminate:
         reason = await _terminate(ref, actor, reason)
     ref._rt._signals.finish(ref, reason)
+
+
+async def _handle_call(ref: ActorRef, actor: Actor, msg: Any, caller: Caller) -> None:
+    ref._current_caller = caller
+    try:
+        result = await actor.handle_call(msg, caller)
+    except Exception as exc:
+        caller.fail(exc)
+        raise
+    finally:
+        ref._current_caller = None
+    if result is not NOREPLY:
+        caller.reply(result)
+    elif not caller.done:
+        if ref._deferred is None:
+            ref._deferred = set()
+        ref._deferred.add(caller)
 
 
 async def _terminate(ref: ActorRef, actor: Actor, reason: Any) -> Any:
@@ -91,68 +146,8 @@ async def _terminate(ref: ActorRef, actor: Actor, reason: Any) -> Any:
     return reason
 
 
-async def _serve(ref: ActorRef, actor: Actor) -> None:
-    loop = ref._loop
-    handle_cast = actor.handle_cast
-    handle_info = actor.handle_info
-    handle_call = actor.handle_call
-    handled = 0
-    while True:
-        if ref._stop_reason is not None:
-            raise _Stopped(ref._stop_reason)
-        batch = ref._inbox
-        if not batch:
-            waiter: asyncio.Future[None] = loop.create_future()
-            ref._waiter = waiter
-            await waiter
-            continue
-        ref._inbox = []
-        ref._batch = batch
-        ref._pos = 0
-        for item in batch:
-            ref._pos += 1
-            kind = item[0]
-            if kind == CAST:
-                await handle_cast(item[1])
-            elif kind == CALL:
-                caller = item[2]
-                ref._current_caller = caller
-                try:
-                    result = await handle_call(item[1], caller)
-                except Exception as exc:
-                    caller.fail(exc)
-                    raise
-                finally:
-                    ref._current_caller = None
-                if result is not NOREPLY:
-                    caller.reply(result)
-                elif not caller.done:
-                    if ref._deferred is None:
-                        ref._deferred = set()
-                    ref._deferred.add(caller)
-            elif kind == INFO:
-                await handle_info(item[1])
-            elif kind == STOP:
-                ref._stop_reason = item[1]
-            if ref._exit_signal is not None:
-                # A signal arrived while a handler swallowed our cancellation.
-                raise asyncio.CancelledError
-            if ref._stop_reason is not None:
-                raise _Stopped(ref._stop_reason)
-            handled += 1
-            if handled % _YIELD_EVERY == 0:
-                await asyncio.sleep(0)
-        ref._batch = None
-
-
 def _uncancel() -> None:
     task = asyncio.current_task()
     if task is not None:
         while task.cancelling():
             task.uncancel()
-
-
-def _init_interrupted(ref: ActorRef, reason: Any) -> BaseException:
-    from aiotp.runtime.errors import ActorExited
-
-    return ActorExited(reason, ref)

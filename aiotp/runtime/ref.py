@@ -225,11 +225,7 @@ class ActorRef:
         """Queue an item; False if the actor is dead (the item is dropped, as OTP drops it)."""
         if self._phase is Phase.DEAD:
             return False
-        if (
-            not force
-            and self._max_mailbox is not None
-            and self.mailbox_size() >= self._max_mailbox
-        ):
+        if not force and self._max_mailbox is not None and self.mailbox_size() >= self._max_mailbox:
             raise MailboxFull(f"mailbox of {self!r} is full ({self._max_mailbox} messages)")
         self._inbox.append(item)
         waiter = self._waiter

@@ -27,7 +27,7 @@ import inspect
 import itertools
 from collections.abc import Awaitable, Callable
 from enum import Enum
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import Any, TypeVar
 
 from aiotp.runtime import telemetry
 from aiotp.runtime.actor import Actor
@@ -37,9 +37,6 @@ from aiotp.runtime.process import actor_main
 from aiotp.runtime.ref import STOP, ActorRef, Phase, Timer, _current
 from aiotp.runtime.registry import Registry
 from aiotp.runtime.signals import Signals
-
-if TYPE_CHECKING:
-    pass
 
 __all__ = ["Runtime", "run"]
 
@@ -71,7 +68,7 @@ class Runtime:
             raise ValueError(f"shutdown_timeout must be positive, got {shutdown_timeout!r}")
         self.shutdown_timeout = shutdown_timeout
         self._state = _State.NEW
-        self._loop: asyncio.AbstractEventLoop = None  # type: ignore[assignment]
+        self._loop: asyncio.AbstractEventLoop = None  # type: ignore[assignment]  # set on enter
         self._ids = itertools.count(1)
         self._actors: dict[ActorRef, None] = {}  # insertion-ordered: start order
         self._registry = Registry()
@@ -164,6 +161,7 @@ class Runtime:
             await asyncio.wait_for(asyncio.shield(started), init_timeout)
         except TimeoutError:
             self._signals.exit(ref, "kill", None)
+            await self._wait_gone(ref, None)
             raise CallTimeout(
                 f"init of {cls.__name__} did not finish within {init_timeout} s; killed it"
             ) from None
@@ -226,7 +224,9 @@ class Runtime:
         ref = self.resolve(target) if not isinstance(target, ActorRef) else target
         self._signals.exit(ref, reason, _current.get())
 
-    async def stop(self, target: Target, reason: Any = "normal", timeout: float | None = None) -> None:
+    async def stop(
+        self, target: Target, reason: Any = "normal", timeout: float | None = None
+    ) -> None:
         """Stop an actor gracefully and return once it is gone (GenServer.stop).
 
         `NoProc` if it is not alive; `CallTimeout` if it is still alive after `timeout` (it keeps
@@ -236,7 +236,9 @@ class Runtime:
         if ref._phase is Phase.DEAD:
             raise NoProc(f"stop {ref!r}: the actor is not alive")
         if ref is _current.get():
-            raise AiotpError(f"{ref!r} cannot rt.stop itself (it would wait forever); use self.stop")
+            raise AiotpError(
+                f"{ref!r} cannot rt.stop itself (it would wait forever); use self.stop"
+            )
         ref._put((STOP, reason), force=True)
         await self._wait_gone(ref, timeout)
 
@@ -267,7 +269,7 @@ class Runtime:
         if ext is None:
             ext = factory(self)
             self._extensions[key] = ext
-        return ext  # type: ignore[no-any-return]
+        return ext
 
     # -- shutdown ----------------------------------------------------------------------
     async def shutdown(self) -> None:
@@ -291,13 +293,17 @@ class Runtime:
 
 
 def run(
-    main: Callable[[Runtime], Awaitable[T]] | Awaitable[T], *, uvloop: bool | None = None
+    main: Callable[[Runtime], Awaitable[T]] | Awaitable[T],
+    *,
+    uvloop: bool | None = None,
+    **runtime_options: Any,
 ) -> T:
     """Run `main(rt)` inside a fresh Runtime on a new loop (uvloop when installed) and return
-    its result. A bare awaitable is run as is, on the same kind of loop, without a Runtime."""
+    its result. A bare awaitable is run as is, on the same kind of loop, without a Runtime.
+    `runtime_options` go to `Runtime(...)` (e.g. ``shutdown_timeout=1.0``)."""
 
     async def _with_runtime() -> T:
-        async with Runtime() as rt:
+        async with Runtime(**runtime_options) as rt:
             assert callable(main)
             return await main(rt)
 
