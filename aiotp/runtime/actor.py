@@ -53,6 +53,10 @@ class Actor:
     #: `handle_info` instead of stopping the actor.
     trap_exit: bool = False
 
+    #: The class of ref `spawn` returns for this actor. A subclass of `ActorRef` (with
+    #: ``__slots__ = ()``) gives callers typed helper methods, as `SupervisorRef` does.
+    ref_class: type[ActorRef] = ActorRef
+
     ref: ActorRef
     runtime: Runtime
 

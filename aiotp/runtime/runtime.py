@@ -138,7 +138,7 @@ class Runtime:
             self._registry.check_name(name)
             if self._registry.whereis(name) is not None:
                 self._registry.register(name, None)  # type: ignore[arg-type]  # raises NameTaken
-        ref = ActorRef(self, next(self._ids), name, max_mailbox, parent if link else None)
+        ref = cls.ref_class(self, next(self._ids), name, max_mailbox, parent if link else None)
         actor = cls()
         actor.ref = ref
         actor.runtime = self
