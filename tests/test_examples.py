@@ -1,0 +1,39 @@
+"""The examples are documentation: they must run, and the demo must say that every part passed."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+import aiotp
+
+EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
+
+
+def _run(script: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, str(EXAMPLES / script)], capture_output=True, text=True, timeout=timeout
+    )
+
+
+def test_actors_tour_runs() -> None:
+    out = _run("actors_tour.py")
+    assert out.returncode == 0, out.stderr
+    assert "Down  from 'victim': reason='killed'" in out.stdout
+
+
+@pytest.mark.slow
+def test_demo_runs_every_part_and_exits_zero() -> None:
+    out = _run("demo.py")
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert "all parts ok" in out.stdout
+
+
+def test_public_exports_are_pinned() -> None:
+    missing = [name for name in aiotp.__all__ if not hasattr(aiotp, name)]
+    assert not missing
+    for name in ("Actor", "Runtime", "NOREPLY", "Down", "Exit", "NoProc", "CallTimeout"):
+        assert name in aiotp.__all__
