@@ -79,6 +79,17 @@ class Actor:
     async def terminate(self, reason: Any) -> None:
         return None
 
+    def on_exit(self, reason: Any) -> None:
+        """Release what must not outlive the actor; runs on every exit, even after "kill".
+
+        Synchronous and last: after `terminate` (if it ran), before links and monitors hear of
+        the death. This is how an actor owning an OS process or a socket behaves like an Erlang
+        port owner, whose port closes when it dies however it dies. It also runs when `init`
+        failed or was killed, so it must cope with a half-initialised actor. Must not block;
+        exceptions are logged.
+        """
+        return None
+
     # -- helpers, all acting on this actor --------------------------------------------------
     @property
     def name(self) -> Any:

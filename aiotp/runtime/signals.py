@@ -118,6 +118,12 @@ class Signals:
     # -- death ---------------------------------------------------------------------------
     def finish(self, ref: ActorRef, reason: Any, init_failed: bool = False) -> None:
         """Everything that happens once an actor is gone. Runs in its task, without awaiting."""
+        actor = ref._actor
+        if actor is not None:
+            try:
+                actor.on_exit(reason)
+            except Exception:
+                _log.exception("%r: on_exit(%r) raised", ref, reason)
         ref._phase = Phase.DEAD
         ref._reason = reason
         rt = self._rt

@@ -143,3 +143,29 @@ async def test_link_to_dead_actor(rt: aiotp.Runtime) -> None:
     plain = await rt.spawn(Recorder)
     with pytest.raises(aiotp.NoProc):
         await plain.call(("link", dead))
+
+
+async def test_on_exit_runs_on_every_exit_even_kill_and_failed_init(rt: aiotp.Runtime) -> None:
+    seen: list[Any] = []
+
+    class Owner(aiotp.Actor):
+        async def init(self, fail: bool = False) -> None:
+            if fail:
+                raise RuntimeError("init failed")
+
+        async def handle_info(self, msg: Any) -> None:
+            await asyncio.sleep(60)
+
+        def on_exit(self, reason: Any) -> None:
+            seen.append(reason if isinstance(reason, str) else type(reason).__name__)
+
+    a = await rt.spawn(Owner)
+    a.send("block")
+    await asyncio.sleep(0)
+    rt.exit(a, "kill")
+    b = await rt.spawn(Owner)
+    await rt.stop(b, "shutdown")
+    with pytest.raises(RuntimeError):
+        await rt.spawn(Owner, True)
+    await rt._wait_gone(a, 1.0)
+    assert sorted(seen) == ["RuntimeError", "killed", "shutdown"]
