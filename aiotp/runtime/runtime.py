@@ -25,7 +25,7 @@ from __future__ import annotations
 import asyncio
 import inspect
 import itertools
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from enum import Enum
 from typing import Any, TypeVar
 
@@ -270,6 +270,58 @@ class Runtime:
             ext = factory(self)
             self._extensions[key] = ext
         return ext
+
+    # -- pools and sessions: forwards to aiotp.workers / aiotp.session_store ------------------
+    # Imported on first use: the actor core never loads the upper layers unless they are used.
+    @property
+    def sessions(self) -> Any:
+        """The runtime's default `SessionStore`, swept in the background while the runtime runs."""
+        from aiotp.session_store.runtime_store import runtime_sessions
+
+        return runtime_sessions(self)
+
+    async def start_pool(self, name: str, adapter: Any, **options: Any) -> ActorRef:
+        """Start a named pool of workers; see `aiotp.workers.pool` for every option."""
+        from aiotp.workers import api
+
+        self._check_open(f"start_pool {name!r}")
+        return await api.start_pool(self, name, adapter, **options)
+
+    async def stop_pool(self, name: str, timeout: float | None = None) -> None:
+        from aiotp.workers import api
+
+        await api.stop_pool(self, name, timeout)
+
+    def pool_stats(self, name: str) -> Any:
+        from aiotp.workers import api
+
+        return api.pool_stats(self, name)
+
+    async def execute(
+        self,
+        pool: str,
+        tool: str,
+        args: dict[str, Any] | None = None,
+        timeout: float | None = 5.0,
+        session: str | None = None,
+    ) -> Any:
+        """Run `tool(**args)` on a worker of `pool` and return its result (see aiotp.workers.api)."""
+        from aiotp.workers import api
+
+        return await api.execute(self, pool, tool, args, timeout, session)
+
+    def stream(
+        self,
+        pool: str,
+        tool: str,
+        args: dict[str, Any] | None = None,
+        timeout: float | None = 5.0,
+        session: str | None = None,
+    ) -> AsyncIterator[Any]:
+        """The items of a generator tool, as an async iterator."""
+        from aiotp.workers import api
+
+        return api.stream(self, pool, tool, args, timeout, session)
 
     # -- shutdown ----------------------------------------------------------------------
     async def shutdown(self) -> None:

@@ -1,0 +1,112 @@
+"""Pool settings, validated once when a pool is declared, never at restart time.
+
+Defaults and why:
+- ``threads_per_worker=1``: one request at a time per worker is the safe default for adapters that
+  were not written for threads (the same reason OTP pools default to one job per worker).
+- ``Heartbeat(interval=2.0, timeout=10.0, max_missed=3)``: a ping every 2 s, a pong later than
+  10 s is a miss, 3 misses replace the worker; a hung worker is caught within about
+  ``interval * max_missed + timeout`` seconds without killing workers that are merely slow.
+- ``checkout_timeout=5.0``: as long as a GenServer call timeout; a caller waiting longer for a free
+  worker is better told `CheckoutTimeout` than left hanging.
+- ``max_queue=1000``: callers queue when every worker is busy, but not without limit: past it
+  `PoolBusy` tells them at once (load shedding beats unbounded latency).
+- ``startup_batch=8``: workers start 8 at a time, so 32 workers start in 4 rounds without forking
+  32 processes at once on a small machine.
+- ``shutdown=5.0``: seconds a worker gets to finish in-flight requests when stopped.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import attrs
+
+__all__ = ["Heartbeat", "PoolConfig"]
+
+PROFILES = ("thread", "process")
+
+
+def _positive(name: str) -> Any:
+    def check(_inst: Any, _attr: Any, value: Any) -> None:
+        if not isinstance(value, int | float) or isinstance(value, bool) or value <= 0:
+            raise ValueError(f"{name} must be a positive number, got {value!r}")
+
+    return check
+
+
+def _positive_int(name: str, optional: bool = False) -> Any:
+    def check(_inst: Any, _attr: Any, value: Any) -> None:
+        if optional and value is None:
+            return
+        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+            raise ValueError(f"{name} must be a positive int, got {value!r}")
+
+    return check
+
+
+@attrs.frozen
+class Heartbeat:
+    """How a pool watches its workers: ping every `interval`, a pong later than `timeout` is a
+    miss, `max_missed` misses in a row kill the worker (its supervisor starts a new one)."""
+
+    interval: float = attrs.field(default=2.0, validator=_positive("Heartbeat.interval"))
+    timeout: float = attrs.field(default=10.0, validator=_positive("Heartbeat.timeout"))
+    max_missed: int = attrs.field(default=3, validator=_positive_int("Heartbeat.max_missed"))
+
+
+@attrs.frozen
+class PoolConfig:
+    """Everything `start_pool` accepts, checked at construction (a bad value names its field)."""
+
+    name: str = attrs.field()
+    adapter: Any = attrs.field()
+    profile: str = attrs.field(default="thread")
+    size: int = attrs.field(default=4, validator=_positive_int("size"))
+    threads_per_worker: int = attrs.field(default=1, validator=_positive_int("threads_per_worker"))
+    heartbeat: Heartbeat | None = attrs.field(factory=Heartbeat)
+    max_requests: int | None = attrs.field(
+        default=None, validator=_positive_int("max_requests", optional=True)
+    )
+    ttl: float | None = attrs.field(default=None)
+    checkout_timeout: float = attrs.field(default=5.0, validator=_positive("checkout_timeout"))
+    max_queue: int = attrs.field(default=1000)
+    startup_batch: int = attrs.field(default=8, validator=_positive_int("startup_batch"))
+    env: Mapping[str, str] | None = attrs.field(default=None)
+    shutdown: float = attrs.field(default=5.0, validator=_positive("shutdown"))
+    start_timeout: float = attrs.field(default=30.0, validator=_positive("start_timeout"))
+    options: Mapping[str, Any] = attrs.field(factory=dict)
+
+    @name.validator
+    def _check_name(self, _attr: Any, value: Any) -> None:
+        if not isinstance(value, str) or not value:
+            raise ValueError(f"pool name must be a non-empty string, got {value!r}")
+
+    @profile.validator
+    def _check_profile(self, _attr: Any, value: Any) -> None:
+        if value not in PROFILES:
+            raise ValueError(f"profile must be one of {PROFILES}, got {value!r}")
+
+    @heartbeat.validator
+    def _check_heartbeat(self, _attr: Any, value: Any) -> None:
+        if value is not None and not isinstance(value, Heartbeat):
+            raise TypeError(f"heartbeat must be an aiotp.Heartbeat or None, got {value!r}")
+
+    @ttl.validator
+    def _check_ttl(self, _attr: Any, value: Any) -> None:
+        if value is not None and (not isinstance(value, int | float) or value <= 0):
+            raise ValueError(f"ttl must be a positive number of seconds or None, got {value!r}")
+
+    @max_queue.validator
+    def _check_max_queue(self, _attr: Any, value: Any) -> None:
+        if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+            raise ValueError(f"max_queue must be an int >= 0, got {value!r}")
+
+    @env.validator
+    def _check_env(self, _attr: Any, value: Any) -> None:
+        if value is None:
+            return
+        if not isinstance(value, Mapping) or not all(
+            isinstance(k, str) and isinstance(v, str) for k, v in value.items()
+        ):
+            raise TypeError(f"env must map str to str, got {value!r}")

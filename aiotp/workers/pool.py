@@ -1,0 +1,162 @@
+"""A named pool: a supervision subtree of workers plus the dispatcher that routes requests.
+
+::
+
+    await rt.start_pool("ml", MLAdapter, profile="process", size=4)
+    y = await rt.execute("ml", "predict", {"x": 2.0}, timeout=5.0, session="user-1")
+    await rt.stop_pool("ml")
+
+The tree, as OTP would build it::
+
+    PoolSupervisor  (one_for_all)
+     |- workers: DynamicSupervisor   one WorkerActor per worker (transient), each linked to
+     |                               its HeartbeatMonitor
+     `- manager: PoolManager         starts the workers in batches, recycles them
+
+Guarantees:
+- `start_pool` returns once every worker is ready, or raises `WorkerStartError` naming the worker
+  that failed (with its stderr tail for process workers); nothing is left running then.
+- Workers start ``startup_batch`` at a time, concurrently.
+- A worker is recycled after ``max_requests`` requests or ``ttl`` seconds gracefully: its
+  replacement starts first and the old one stops once its in-flight requests are done, so the
+  pool's capacity never drops.
+- A crashed, killed or hung worker is replaced by its supervisor; the requests it held fail with
+  `WorkerCrashed`, nothing else does. Worker restarts are bounded by ``max_restarts`` in
+  ``max_seconds`` (default ``10 * size`` in 5 s: pools expect workers to die now and then; a pool
+  whose workers die faster than that escalates like any supervisor).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+from typing import TYPE_CHECKING, Any
+
+from aiotp.runtime import telemetry
+from aiotp.workers.config import PoolConfig
+from aiotp.workers.dispatcher import Dispatcher, PoolStats, WorkerSlot
+
+if TYPE_CHECKING:
+    from aiotp.runtime.ref import ActorRef
+    from aiotp.runtime.runtime import Runtime
+
+__all__ = ["Pool"]
+
+_log = logging.getLogger("aiotp.pool")
+
+
+class Pool:
+    """The state one pool shares between its actors and its callers (all on the runtime loop)."""
+
+    def __init__(self, rt: Runtime, config: PoolConfig) -> None:
+        self.rt = rt
+        self.config = config
+        self.name = config.name
+        self.dispatcher = Dispatcher(config.name, config.max_queue, config.checkout_timeout)
+        self.prestarted: dict[int, Any] = {}
+        self.started: set[int] = set()
+        self.supervisor: ActorRef | None = None
+        self.manager: ActorRef | None = None
+        self._generation = itertools.count()
+        self._abandoned_before = _abandoned_threads()
+
+    async def start_handle(self, index: int) -> Any:
+        """Start one worker (process or thread pool) and return its handle once it is ready."""
+        from aiotp.workers import process_worker, thread_worker
+
+        cfg = self.config
+        worker_id = f"{self.name}-{index}.{next(self._generation)}"
+        if cfg.profile == "process":
+            return await process_worker.start_process_worker(
+                cfg.adapter,
+                worker_id=worker_id,
+                threads_per_worker=cfg.threads_per_worker,
+                env=dict(cfg.env) if cfg.env else None,
+                start_timeout=cfg.start_timeout,
+                **cfg.options,
+            )
+        return await thread_worker.start_thread_worker(
+            cfg.adapter,
+            worker_id=worker_id,
+            threads_per_worker=cfg.threads_per_worker,
+            **cfg.options,
+        )
+
+    async def prestart(self) -> None:
+        """Start every worker, ``startup_batch`` at a time; on a failure stop them all and raise."""
+        cfg = self.config
+        indices = list(range(cfg.size))
+        try:
+            for at in range(0, len(indices), cfg.startup_batch):
+                batch = indices[at : at + cfg.startup_batch]
+                results = await asyncio.gather(
+                    *(self.start_handle(i) for i in batch), return_exceptions=True
+                )
+                failure: BaseException | None = None
+                for i, result in zip(batch, results, strict=True):
+                    if isinstance(result, BaseException):
+                        failure = failure or result
+                    else:
+                        self.prestarted[i] = result
+                if failure is not None:
+                    raise failure
+        except BaseException:
+            self.kill_prestarted()
+            raise
+
+    def kill_prestarted(self) -> None:
+        for handle in self.prestarted.values():
+            handle.kill()
+        self.prestarted.clear()
+
+    # -- request bookkeeping (called by execute/stream on the hot path) -------------------
+    def finished(self, slot: WorkerSlot, ok: bool) -> None:
+        slot.requests += 1
+        self.dispatcher.requests += 1
+        if not ok:
+            slot.errors += 1
+            self.dispatcher.errors += 1
+        self.dispatcher.checkin(slot)
+        limit = self.config.max_requests
+        if limit is not None and slot.requests >= limit:
+            self.recycle(slot)
+
+    def recycle(self, slot: WorkerSlot) -> None:
+        """Start a replacement, then retire `slot` once it is idle (capacity never drops)."""
+        if slot.draining or self.manager is None or not self.manager.alive:
+            return
+        slot.draining = True
+        self.manager.cast_nowait(("replace", slot))
+
+    # -- sessions -----------------------------------------------------------------------
+    def affinity_of(self, session: str) -> str | None:
+        sessions = self.rt.sessions
+        return sessions.get_or_create(session).last_worker_id  # type: ignore[no-any-return]
+
+    def record_affinity(self, session: str, worker_id: str) -> None:
+        sessions = self.rt.sessions
+        try:
+            sessions.set_affinity(session, worker_id)
+        except Exception:  # the session expired or was deleted meanwhile: nothing to record
+            _log.debug("could not record affinity of session %r", session, exc_info=True)
+
+    def stats(self) -> PoolStats:
+        return self.dispatcher.stats(
+            self.config.profile, self.config.size, _abandoned_threads() - self._abandoned_before
+        )
+
+    def emit_recycled(self, slot: WorkerSlot) -> None:
+        self.dispatcher.recycled += 1
+        telemetry.execute(
+            ("aiotp", "pool", "worker", "recycled"),
+            {"requests": slot.requests},
+            {"pool": self.name, "worker_id": slot.worker_id},
+        )
+
+
+def _abandoned_threads() -> int:
+    from aiotp.workers import thread_worker
+
+    counter = getattr(thread_worker, "abandoned_threads", None)
+    return int(counter()) if callable(counter) else 0

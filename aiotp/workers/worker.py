@@ -1,0 +1,95 @@
+"""The worker actor: owns one worker (a child process or a thread pool) for its whole life.
+
+It starts the worker (or adopts one the pool pre-started), links a heartbeat monitor to itself,
+and puts the worker in the dispatcher. Whatever ends the actor ends the worker with it: a
+graceful stop (``"normal"``/``"shutdown"``: in-flight requests finish within the pool's
+``shutdown`` grace, then SIGTERM, then SIGKILL) or, on a crash, a heartbeat timeout or a
+``"kill"``, an immediate kill from `on_exit` — the way an Erlang port dies with its owner.
+When the worker dies on its own (its process exited, was SIGKILLed, or broke the protocol) the
+actor crashes with `WorkerCrashed`, and the pool's supervisor starts a replacement.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from aiotp.runtime import telemetry
+from aiotp.runtime.actor import Actor
+from aiotp.runtime.messages import is_normal_exit
+from aiotp.workers.dispatcher import WorkerSlot
+from aiotp.workers.errors import WorkerCrashed
+from aiotp.workers.heartbeat import HeartbeatMonitor
+
+if TYPE_CHECKING:
+    import asyncio
+
+    from aiotp.workers.pool import Pool
+
+__all__ = ["WorkerActor"]
+
+
+class WorkerActor(Actor):
+    async def init(self, pool: Pool, index: int, recycling: bool = False) -> None:
+        self.pool = pool
+        self.index = index
+        self.handle: Any = None
+        self.slot: WorkerSlot | None = None
+        self.handle = pool.prestarted.pop(index, None) or await pool.start_handle(index)
+        if pool.config.heartbeat is not None:
+            await self.runtime.spawn(
+                HeartbeatMonitor, self.handle, pool.config.heartbeat, pool.name, link=True
+            )
+        self.handle.closed.add_done_callback(self._worker_closed)
+        self.slot = WorkerSlot(self.handle, index, self.ref)
+        if index in pool.started and not recycling:
+            pool.dispatcher.restarts[index] += 1
+        pool.started.add(index)
+        pool.dispatcher.add(self.slot)
+        if pool.config.ttl is not None:
+            self.send_after(pool.config.ttl, "recycle")
+        telemetry.execute(
+            ("aiotp", "pool", "worker", "spawned"),
+            {"count": 1},
+            {"pool": pool.name, "worker_id": self.handle.worker_id, "pid": self.handle.pid},
+        )
+
+    def _worker_closed(self, fut: asyncio.Future[Any]) -> None:
+        self.ref.send(("closed", fut.result() if not fut.cancelled() else "cancelled"))
+
+    async def handle_info(self, msg: Any) -> None:
+        if isinstance(msg, tuple) and msg[0] == "closed":
+            if self.slot is not None and self.slot.draining and self.slot.in_flight == 0:
+                self.stop("normal")  # it was on its way out anyway
+                return
+            raise WorkerCrashed(f"worker {self.handle.worker_id} exited: {msg[1]}")
+        if msg == "recycle" and self.slot is not None:
+            self.pool.recycle(self.slot)
+        elif msg in ("retire", "drained") and self.slot is not None:
+            # The replacement is serving; leave once the last in-flight request is done.
+            if self.slot.draining and self.slot.in_flight == 0:
+                self.stop("normal")
+
+    async def terminate(self, reason: Any) -> None:
+        if self.slot is not None:
+            self.pool.dispatcher.remove(self.slot)
+        if self.handle is not None and is_normal_exit(reason) and not self.handle.closed.done():
+            await self.handle.stop(self.pool.config.shutdown)
+
+    def on_exit(self, reason: Any) -> None:
+        if self.slot is not None:
+            self.pool.dispatcher.remove(self.slot)
+        handle = self.handle
+        if handle is None:
+            return
+        if not handle.closed.done():
+            handle.kill()
+        telemetry.execute(
+            ("aiotp", "pool", "worker", "terminated"),
+            {"count": 1, "requests": self.slot.requests if self.slot else 0},
+            {
+                "pool": self.pool.name,
+                "worker_id": handle.worker_id,
+                "reason": reason,
+                "planned": is_normal_exit(reason),
+            },
+        )
