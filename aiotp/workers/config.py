@@ -13,6 +13,9 @@ Defaults and why:
 - ``startup_batch=8``: workers start 8 at a time, so 32 workers start in 4 rounds without forking
   32 processes at once on a small machine.
 - ``shutdown=5.0``: seconds a worker gets to finish in-flight requests when stopped.
+- ``max_restarts=None`` (10 per worker) in ``max_seconds=5.0``: pools expect a worker to die now
+  and then (OOM, a segfaulting library, a kill by the heartbeat), so their intensity is higher
+  than a supervisor's default of 3; a pool whose workers crash faster still escalates.
 """
 
 from __future__ import annotations
@@ -74,6 +77,8 @@ class PoolConfig:
     startup_batch: int = attrs.field(default=8, validator=_positive_int("startup_batch"))
     env: Mapping[str, str] | None = attrs.field(default=None)
     shutdown: float = attrs.field(default=5.0, validator=_positive("shutdown"))
+    max_restarts: int | None = attrs.field(default=None)
+    max_seconds: float = attrs.field(default=5.0, validator=_positive("max_seconds"))
     start_timeout: float = attrs.field(default=30.0, validator=_positive("start_timeout"))
     options: Mapping[str, Any] = attrs.field(factory=dict)
 
@@ -96,6 +101,16 @@ class PoolConfig:
     def _check_ttl(self, _attr: Any, value: Any) -> None:
         if value is not None and (not isinstance(value, int | float) or value <= 0):
             raise ValueError(f"ttl must be a positive number of seconds or None, got {value!r}")
+
+    @max_restarts.validator
+    def _check_max_restarts(self, _attr: Any, value: Any) -> None:
+        if value is not None and (not isinstance(value, int) or value < 0):
+            raise ValueError(f"max_restarts must be an int >= 0 or None, got {value!r}")
+
+    @property
+    def worker_restarts(self) -> int:
+        """Restart intensity of the workers' supervisor: 10 per worker unless given."""
+        return self.max_restarts if self.max_restarts is not None else 10 * self.size
 
     @max_queue.validator
     def _check_max_queue(self, _attr: Any, value: Any) -> None:
