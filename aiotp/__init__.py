@@ -23,6 +23,36 @@ from aiotp.runtime import (
     run,
     telemetry,
 )
+from aiotp.supervisors import (
+    ChildInfo,
+    ChildRunning,
+    ChildSpec,
+    DuplicateChild,
+    DynamicSupervisor,
+    MaxChildren,
+    StartChildError,
+    Supervisor,
+    SupervisorRef,
+    UnknownChild,
+)
+from aiotp.workers import (
+    Adapter,
+    CheckoutTimeout,
+    Heartbeat,
+    HeartbeatTimeout,
+    PoolBusy,
+    PoolStats,
+    ProtocolError,
+    SerializationError,
+    ToolError,
+    UnknownPool,
+    UnknownTool,
+    WorkerCrashed,
+    WorkerStartError,
+    WorkerStats,
+    pool_spec,
+    tool,
+)
 
 __all__ = [
     "NOREPLY",
@@ -46,6 +76,34 @@ __all__ = [
     "is_normal_exit",
     "run",
     "telemetry",
+    # supervision
+    "ChildInfo",
+    "ChildRunning",
+    "ChildSpec",
+    "DuplicateChild",
+    "DynamicSupervisor",
+    "MaxChildren",
+    "StartChildError",
+    "Supervisor",
+    "SupervisorRef",
+    "UnknownChild",
+    # pools and workers
+    "Adapter",
+    "CheckoutTimeout",
+    "Heartbeat",
+    "HeartbeatTimeout",
+    "PoolBusy",
+    "PoolStats",
+    "ProtocolError",
+    "SerializationError",
+    "ToolError",
+    "UnknownPool",
+    "UnknownTool",
+    "WorkerCrashed",
+    "WorkerStartError",
+    "WorkerStats",
+    "pool_spec",
+    "tool",
 ]
 
 __version__ = "0.1.0"

@@ -25,7 +25,7 @@ from typing import Any
 from aiotp.runtime.messages import NOREPLY
 from aiotp.runtime.ref import ActorRef, Caller
 from aiotp.supervisors.core import SupervisorCore, _Child
-from aiotp.supervisors.errors import MaxChildren, UnknownChild
+from aiotp.supervisors.errors import MaxChildren, StartChildError, UnknownChild
 from aiotp.supervisors.refs import SupervisorRef
 from aiotp.supervisors.spec import ChildSpec
 
@@ -73,7 +73,7 @@ class DynamicSupervisor(SupervisorCore):
                 return await self._start_new(msg[1])
             if op == "$terminate_child":
                 return await self._terminate(msg[1])
-        except (MaxChildren, UnknownChild, TypeError) as exc:
+        except (MaxChildren, UnknownChild, StartChildError, TypeError) as exc:
             caller.fail(exc)
             return NOREPLY
         caller.fail(TypeError(f"DynamicSupervisor does not understand {msg!r}"))

@@ -34,7 +34,7 @@ from typing import Any
 from aiotp.runtime.messages import NOREPLY
 from aiotp.runtime.ref import ActorRef, Caller
 from aiotp.supervisors.core import SupervisorCore, _Child
-from aiotp.supervisors.errors import ChildRunning, DuplicateChild, UnknownChild
+from aiotp.supervisors.errors import ChildRunning, DuplicateChild, StartChildError, UnknownChild
 from aiotp.supervisors.refs import SupervisorRef
 from aiotp.supervisors.spec import ChildSpec
 
@@ -94,7 +94,7 @@ class Supervisor(SupervisorCore):
                 return await self._restart_stopped(msg[1])
             if op == "$delete_child":
                 return self._delete(msg[1])
-        except (DuplicateChild, UnknownChild, ChildRunning, TypeError) as exc:
+        except (DuplicateChild, UnknownChild, ChildRunning, StartChildError, TypeError) as exc:
             caller.fail(exc)  # the caller's mistake: tell them, do not crash the supervisor
             return NOREPLY
         return await self.handle_other_call(msg, caller)

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
 import time
 from typing import Any
 
@@ -41,6 +42,7 @@ class WorkerSlot:
         "handle",
         "in_flight",
         "index",
+        "recycling",
         "ref",
         "requests",
         "started_at",
@@ -56,7 +58,8 @@ class WorkerSlot:
         self.in_flight = 0
         self.requests = 0
         self.errors = 0
-        self.draining = False
+        self.draining = False  # takes no new work; stops when idle
+        self.recycling = False  # a replacement is being started; still serving meanwhile
         self.started_at = time.monotonic()
 
     def __repr__(self) -> str:
@@ -182,10 +185,8 @@ class Dispatcher:
             if fut.done() and not fut.cancelled() and fut.exception() is None:
                 self.checkin(fut.result())  # handed to us as we were cancelled: pass it on
             elif fut.cancelled():
-                try:
+                with contextlib.suppress(ValueError):
                     self._waiters.remove(fut)
-                except ValueError:
-                    pass
             raise
         finally:
             timer.cancel()
@@ -193,10 +194,8 @@ class Dispatcher:
     def _expire(self, fut: asyncio.Future[WorkerSlot], wait: float) -> None:
         if fut.done():
             return
-        try:
+        with contextlib.suppress(ValueError):
             self._waiters.remove(fut)
-        except ValueError:
-            pass
         fut.set_exception(
             CheckoutTimeout(
                 f"pool {self.name!r}: no worker freed up within {wait} s "

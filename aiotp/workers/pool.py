@@ -34,14 +34,24 @@ import logging
 from typing import TYPE_CHECKING, Any
 
 from aiotp.runtime import telemetry
+from aiotp.runtime.actor import Actor
+from aiotp.runtime.errors import NameTaken
+from aiotp.supervisors import (
+    ChildSpec,
+    DynamicSupervisor,
+    StartChildError,
+    Supervisor,
+    SupervisorRef,
+)
 from aiotp.workers.config import PoolConfig
 from aiotp.workers.dispatcher import Dispatcher, PoolStats, WorkerSlot
+from aiotp.workers.errors import PoolBusy
 
 if TYPE_CHECKING:
     from aiotp.runtime.ref import ActorRef
     from aiotp.runtime.runtime import Runtime
 
-__all__ = ["Pool"]
+__all__ = ["Pool", "PoolManager", "PoolSupervisor", "pool_spec", "start_pool_supervisor"]
 
 _log = logging.getLogger("aiotp.pool")
 
@@ -63,11 +73,13 @@ class Pool:
 
     async def start_handle(self, index: int) -> Any:
         """Start one worker (process or thread pool) and return its handle once it is ready."""
-        from aiotp.workers import process_worker, thread_worker
+        from aiotp.workers import thread_worker
 
         cfg = self.config
         worker_id = f"{self.name}-{index}.{next(self._generation)}"
         if cfg.profile == "process":
+            from aiotp.workers import process_worker
+
             return await process_worker.start_process_worker(
                 cfg.adapter,
                 worker_id=worker_id,
@@ -124,9 +136,9 @@ class Pool:
 
     def recycle(self, slot: WorkerSlot) -> None:
         """Start a replacement, then retire `slot` once it is idle (capacity never drops)."""
-        if slot.draining or self.manager is None or not self.manager.alive:
+        if slot.recycling or slot.draining or self.manager is None or not self.manager.alive:
             return
-        slot.draining = True
+        slot.recycling = True  # keeps serving until its replacement is ready
         self.manager.cast_nowait(("replace", slot))
 
     # -- sessions -----------------------------------------------------------------------
@@ -160,3 +172,127 @@ def _abandoned_threads() -> int:
 
     counter = getattr(thread_worker, "abandoned_threads", None)
     return int(counter()) if callable(counter) else 0
+
+
+class PoolManager(Actor):
+    """Starts the pool's workers in batches and replaces the ones being recycled."""
+
+    async def init(self, pool: Pool) -> None:
+        self.pool = pool
+        pool.manager = self.ref
+        workers = self.runtime.whereis(workers_name(pool.name))
+        if not isinstance(workers, SupervisorRef):
+            raise RuntimeError(f"pool {pool.name!r}: its workers' supervisor is not running")
+        self.workers: SupervisorRef = workers
+        pool.dispatcher.closed = False
+        await pool.prestart()
+        for index in range(pool.config.size):
+            await self.workers.start_child(worker_spec(pool, index), timeout=None)
+
+    async def handle_cast(self, msg: Any) -> None:
+        if isinstance(msg, tuple) and msg[0] == "replace":
+            slot: WorkerSlot = msg[1]
+            try:
+                await self.workers.start_child(
+                    worker_spec(self.pool, slot.index, recycling=True), timeout=None
+                )
+            except Exception:
+                _log.exception(
+                    "pool %r: could not start a replacement for %s", self.pool.name, slot
+                )
+                slot.recycling = False  # keep serving with the old one; try again later
+                return
+            slot.draining = True  # the replacement serves now: the old one takes no new work
+            self.pool.emit_recycled(slot)
+            if slot.ref is not None:
+                slot.ref.send("retire")
+
+    async def terminate(self, reason: Any) -> None:
+        self.pool.dispatcher.close(PoolBusy(f"pool {self.pool.name!r} is stopping"))
+
+    def on_exit(self, reason: Any) -> None:
+        self.pool.kill_prestarted()
+        if self.pool.manager is self.ref:
+            self.pool.manager = None
+
+
+class PoolSupervisor(Supervisor):
+    """The root of one pool's subtree (one_for_all: workers' supervisor, then the manager)."""
+
+    strategy = "one_for_all"
+
+    async def init(self, config: PoolConfig) -> None:  # type: ignore[override]
+        from aiotp.workers.api import registry
+
+        pools = registry(self.runtime).pools
+        if config.name in pools:
+            raise NameTaken(f"a pool named {config.name!r} is already running")
+        pool = Pool(self.runtime, config)
+        pool.supervisor = self.ref
+        pools[config.name] = pool
+        self.pool = pool
+        children = [
+            ChildSpec(
+                "workers",
+                DynamicSupervisor,
+                kwargs={"max_restarts": config.worker_restarts, "max_seconds": config.max_seconds},
+                type="supervisor",
+                name=workers_name(config.name),
+            ),
+            ChildSpec("manager", PoolManager, args=(pool,), shutdown=config.shutdown + 1.0),
+        ]
+        await super().init(children)
+
+    def on_exit(self, reason: Any) -> None:
+        from aiotp.workers.api import registry
+
+        pool = getattr(self, "pool", None)
+        if pool is None:
+            return
+        pools = registry(self.runtime).pools
+        if pools.get(pool.name) is pool:
+            del pools[pool.name]
+        pool.dispatcher.close(PoolBusy(f"pool {pool.name!r} stopped"))
+        pool.kill_prestarted()
+
+
+def workers_name(pool: str) -> tuple[str, str, str]:
+    return ("aiotp.pool", pool, "workers")
+
+
+def worker_spec(pool: Pool, index: int, recycling: bool = False) -> ChildSpec:
+    from aiotp.workers.worker import WorkerActor
+
+    return ChildSpec(
+        ("worker", index),
+        WorkerActor,
+        args=(pool, index, recycling),
+        # Recycled and stopped workers end "normal"; crashed or hung ones are restarted.
+        restart="transient",
+        # The worker's own terminate gives in-flight requests `shutdown` seconds, then kills.
+        shutdown=pool.config.shutdown + 1.0,
+    )
+
+
+def pool_spec(name: str, adapter: Any, **options: Any) -> ChildSpec:
+    """A pool as a child of any supervision tree (settings checked now, as `start_pool`)."""
+    config = PoolConfig(name, adapter, **options)
+    return ChildSpec(
+        name, PoolSupervisor, args=(config,), type="supervisor", name=("aiotp.pool", name)
+    )
+
+
+async def start_pool_supervisor(rt: Runtime, name: str, adapter: Any, **options: Any) -> ActorRef:
+    config = PoolConfig(name, adapter, **options)
+    try:
+        return await rt.spawn(PoolSupervisor, config, name=("aiotp.pool", name))
+    except StartChildError as exc:
+        raise _root_cause(exc) from exc
+
+
+def _root_cause(exc: StartChildError) -> BaseException:
+    """A worker that failed deep in the pool's tree is the error the caller wants to see."""
+    cause: BaseException = exc
+    while isinstance(cause, StartChildError):
+        cause = cause.cause
+    return cause

@@ -1,0 +1,137 @@
+"""Adapters: the user code a pool runs. Subclass `Adapter`, mark methods with `@tool`.
+
+::
+
+    class MLAdapter(aiotp.Adapter):
+        thread_safe = True                  # may serve several requests at once
+        def setup(self) -> None:            # once per worker, inside the worker
+            self.weights = [1.0, 2.0]
+        @aiotp.tool
+        def predict(self, x: float) -> float:
+            return x * self.weights[1]
+        @aiotp.tool
+        def count(self, n: int):            # a generator tool streams its items
+            yield from range(n)
+
+Tools may be plain functions, coroutines, generators or async generators. Arguments arrive as
+keyword arguments from the request's dict.
+
+Thread safety (the patterns users of threaded workers rely on):
+- ``thread_safe = False`` (the default): the worker never runs two requests of the adapter at
+  once, whatever its thread count.
+- ``thread_safe = True``: requests run concurrently on the worker's threads. Guard shared state
+  with ``self.lock`` (one re-entrant lock per adapter instance), keep per-thread state in
+  ``self.thread_local("conn", factory)``.
+- ``safety_checks = True`` logs a warning once (and emits telemetry) when a non-thread-safe
+  adapter would be entered concurrently, or when a threaded adapter imports a module known not to
+  be thread-safe.
+"""
+
+from __future__ import annotations
+
+import importlib
+import inspect
+import threading
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+__all__ = ["Adapter", "adapter_path", "load_adapter", "tool", "tools_of"]
+
+F = TypeVar("F", bound=Callable[..., Any])
+_TOOL_MARK = "__aiotp_tool__"
+
+#: Modules documented as unsafe to share between threads without care.
+THREAD_UNSAFE_MODULES = ("pandas", "matplotlib", "sqlite3")
+
+
+def tool(fn: F) -> F:
+    """Mark an adapter method as a tool callable through `rt.execute` / `rt.stream`."""
+    if not callable(fn):
+        raise TypeError(f"@tool needs a function, got {fn!r}")
+    setattr(fn, _TOOL_MARK, True)
+    return fn
+
+
+def _kind(fn: Any) -> str:
+    if inspect.isasyncgenfunction(fn):
+        return "agen"
+    if inspect.isgeneratorfunction(fn):
+        return "gen"
+    if inspect.iscoroutinefunction(fn):
+        return "async"
+    return "sync"
+
+
+def tools_of(cls: type) -> dict[str, str]:
+    """Tool name -> kind ("sync", "async", "gen", "agen") for an adapter class."""
+    found: dict[str, str] = {}
+    for name in dir(cls):
+        if name.startswith("_"):
+            continue
+        member = getattr(cls, name, None)
+        if member is not None and getattr(member, _TOOL_MARK, False):
+            found[name] = _kind(member)
+    return found
+
+
+class Adapter:
+    """Base class of adapters. See the module docstring."""
+
+    thread_safe: bool = False
+    safety_checks: bool = False
+
+    def __init__(self) -> None:
+        self.lock = threading.RLock()
+        self._locals = threading.local()
+
+    def setup(self) -> None:
+        """Runs once per worker before it serves (load models, open connections)."""
+
+    def teardown(self) -> None:
+        """Runs once when the worker stops gracefully."""
+
+    def thread_local(self, name: str, default: Callable[[], Any] | Any = None) -> Any:
+        """This thread's value of `name`, created from `default` (a factory or a value)."""
+        try:
+            return getattr(self._locals, name)
+        except AttributeError:
+            value = default() if callable(default) else default
+            setattr(self._locals, name, value)
+            return value
+
+
+def adapter_path(cls: type) -> str:
+    """ "module:Class" for a class importable by path (what process workers need)."""
+    module = getattr(cls, "__module__", None)
+    qualname = getattr(cls, "__qualname__", "")
+    if not module or module == "__main__" or "<locals>" in qualname:
+        raise ValueError(
+            f"adapter {cls!r} is not importable by path (defined in {module!r}); move it to a "
+            "module and pass 'module:Class'"
+        )
+    return f"{module}:{qualname}"
+
+
+def load_adapter(spec: str | type) -> type[Adapter]:
+    """The adapter class for a class or a "module:Class" path; clear errors otherwise."""
+    if isinstance(spec, type):
+        cls = spec
+    elif isinstance(spec, str):
+        module_name, sep, qualname = spec.partition(":")
+        if not sep or not module_name or not qualname:
+            raise ValueError(f"adapter path must look like 'module:Class', got {spec!r}")
+        module = importlib.import_module(module_name)
+        obj: Any = module
+        for part in qualname.split("."):
+            try:
+                obj = getattr(obj, part)
+            except AttributeError:
+                raise ImportError(f"module {module_name!r} has no attribute {qualname!r}") from None
+        cls = obj
+    else:
+        raise TypeError(f"adapter must be a class or 'module:Class', got {spec!r}")
+    if not (isinstance(cls, type) and issubclass(cls, Adapter)):
+        raise TypeError(f"{spec!r} is not an aiotp.Adapter subclass")
+    if not tools_of(cls):
+        raise TypeError(f"adapter {cls.__name__} has no @aiotp.tool methods")
+    return cls

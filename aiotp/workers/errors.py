@@ -1,0 +1,93 @@
+"""Errors of pools and workers: whose fault it was, and what you may now assume.
+
+| error | whose fault | what you may assume |
+| --- | --- | --- |
+| `ToolError` | the tool raised | it ran (partly); the worker is fine and keeps serving |
+| `UnknownTool` | the caller | nothing ran; the message lists the tools that exist |
+| `SerializationError` | the caller (or a tool's result) | nothing was sent / the result was lost |
+| `WorkerCrashed` | the worker died holding your request | it may or may not have run |
+| `PoolBusy` | load: the queue is full | nothing ran; try later |
+| `CheckoutTimeout` | load: no worker freed in time | nothing ran |
+| `UnknownPool` | the caller | no pool by that name is running |
+| `WorkerStartError` | the adapter or its environment | the worker never served |
+| `ProtocolError` | a worker broke the wire protocol | that worker was killed and replaced |
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from aiotp.errors import AiotpError
+
+__all__ = [
+    "CheckoutTimeout",
+    "PoolBusy",
+    "ProtocolError",
+    "SerializationError",
+    "ToolError",
+    "UnknownPool",
+    "UnknownTool",
+    "WorkerCrashed",
+    "WorkerStartError",
+]
+
+
+class WorkerCrashed(AiotpError):
+    """The worker serving your request died (or was retired) before answering."""
+
+    def __init__(self, message: str, worker_id: str | None = None, reason: Any = None) -> None:
+        super().__init__(message)
+        self.worker_id = worker_id
+        self.reason = reason
+
+
+class ToolError(AiotpError):
+    """The tool raised; `type_name`, `message` and `traceback` describe the remote exception."""
+
+    def __init__(self, type_name: str, message: str, traceback: str = "") -> None:
+        super().__init__(f"{type_name}: {message}")
+        self.type_name = type_name
+        self.message = message
+        self.traceback = traceback
+
+    def __str__(self) -> str:
+        head = f"{self.type_name}: {self.message}"
+        return f"{head}\n--- remote traceback ---\n{self.traceback}" if self.traceback else head
+
+
+class UnknownTool(AiotpError):
+    """The adapter has no tool by that name; `available` lists the ones it has."""
+
+    def __init__(self, tool: str, available: list[str]) -> None:
+        super().__init__(f"unknown tool {tool!r}; the adapter's tools are: {', '.join(available)}")
+        self.tool = tool
+        self.available = available
+
+
+class SerializationError(AiotpError, TypeError):
+    """A value cannot cross the wire (msgpack only: no pickle, ever)."""
+
+
+class PoolBusy(AiotpError):
+    """Every worker is busy and the pool's queue is full (or the pool is stopping)."""
+
+
+class CheckoutTimeout(AiotpError, TimeoutError):
+    """No worker became free within the pool's checkout_timeout (or the call's timeout)."""
+
+
+class UnknownPool(AiotpError):
+    """No pool by that name is running."""
+
+
+class WorkerStartError(AiotpError):
+    """A worker failed to start; the message names it and, for processes, shows stderr's tail."""
+
+    def __init__(self, message: str, worker_id: str | None = None, stderr: str = "") -> None:
+        super().__init__(message)
+        self.worker_id = worker_id
+        self.stderr = stderr
+
+
+class ProtocolError(AiotpError):
+    """A worker sent a malformed or oversized frame; it is killed and replaced."""

@@ -1,0 +1,53 @@
+"""Calling a tool of an adapter instance, the same way in a thread worker and a worker process.
+
+Failures become plain data (type name, message, traceback text) so that both profiles report
+them identically and the process profile can send them over the wire: `ToolError` on the
+caller's side.
+"""
+
+from __future__ import annotations
+
+import traceback
+from typing import Any
+
+from aiotp.workers.adapter import Adapter, tools_of
+
+__all__ = ["ToolFailure", "Toolbox", "describe_failure"]
+
+
+class ToolFailure(Exception):
+    """Raised inside a worker: carries a failure as data for the caller's side."""
+
+    def __init__(self, kind: str, type_name: str, message: str, tb: str = "") -> None:
+        super().__init__(f"{type_name}: {message}")
+        self.kind = kind  # "unknown_tool" or "tool_error"
+        self.type_name = type_name
+        self.message = message
+        self.tb = tb
+
+
+def describe_failure(exc: BaseException) -> ToolFailure:
+    if isinstance(exc, ToolFailure):
+        return exc
+    tb = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
+    return ToolFailure("tool_error", type(exc).__name__, str(exc), tb)
+
+
+class Toolbox:
+    """An adapter instance and its tools, looked up once."""
+
+    def __init__(self, adapter_cls: type[Adapter]) -> None:
+        self.adapter = adapter_cls()
+        self.kinds = tools_of(adapter_cls)
+        self.names = sorted(self.kinds)
+        self._bound = {name: getattr(self.adapter, name) for name in self.kinds}
+
+    def lookup(self, tool: str) -> tuple[Any, str]:
+        fn = self._bound.get(tool)
+        if fn is None:
+            raise ToolFailure(
+                "unknown_tool",
+                "UnknownTool",
+                f"unknown tool {tool!r}; the adapter's tools are: {', '.join(self.names)}",
+            )
+        return fn, self.kinds[tool]

@@ -1,0 +1,337 @@
+"""Thread workers: an adapter served in this process by a few daemon threads.
+
+A thread worker is an adapter instance plus ``threads_per_worker`` daemon threads fed from one
+queue (its execution lane). Sync tools and generators run on those threads; async tools run on
+the runtime's loop. A non-thread-safe adapter gets a capacity of 1 (the dispatcher never sends it
+two requests at once) and a lock as a safety net.
+
+Why our own threads rather than a ThreadPoolExecutor: a stuck tool cannot be interrupted in
+Python, so a hung thread worker is *retired*: its callers get `WorkerCrashed` at once, its threads
+are abandoned (counted by `abandoned_threads()`), and a fresh worker takes its place. Executor
+threads are joined at interpreter exit, so one abandoned executor thread would hang the whole
+program on exit; daemon threads do not.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+import queue
+import threading
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+from aiotp.runtime.errors import CallTimeout
+from aiotp.workers.adapter import Adapter, load_adapter
+from aiotp.workers.errors import ToolError, UnknownTool, WorkerCrashed, WorkerStartError
+from aiotp.workers.invoke import Toolbox, ToolFailure, describe_failure
+
+__all__ = ["ThreadWorker", "abandoned_threads", "start_thread_worker"]
+
+_log = logging.getLogger("aiotp.workers")
+_abandoned = itertools.count()
+_abandoned_total = 0
+_abandoned_lock = threading.Lock()
+_STOP = object()
+
+
+def abandoned_threads() -> int:
+    """How many threads of retired (hung) thread workers were left behind in this process."""
+    return _abandoned_total
+
+
+def _count_abandoned(n: int) -> None:
+    global _abandoned_total
+    with _abandoned_lock:
+        _abandoned_total += n
+
+
+def _settle(fut: asyncio.Future[Any], ok: bool, value: Any) -> None:
+    if fut.done():
+        return
+    if ok:
+        fut.set_result(value)
+    else:
+        fut.set_exception(value)
+
+
+def _expire(fut: asyncio.Future[Any], what: str, timeout: float) -> None:
+    if not fut.done():
+        fut.set_exception(CallTimeout(f"{what} got no answer within {timeout} s"))
+
+
+class _Lane:
+    """`n` daemon threads taking jobs from one queue."""
+
+    def __init__(self, n: int, name: str) -> None:
+        self._jobs: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        self.busy = 0
+        self._busy_lock = threading.Lock()
+        self._threads = [
+            threading.Thread(target=self._run, name=f"{name}/{i}", daemon=True) for i in range(n)
+        ]
+        for t in self._threads:
+            t.start()
+
+    def submit(
+        self, loop: asyncio.AbstractEventLoop, fut: asyncio.Future[Any], fn: Callable[[], Any]
+    ) -> None:
+        self._jobs.put((loop, fut, fn))
+
+    def _run(self) -> None:
+        while True:
+            job = self._jobs.get()
+            if job is _STOP:
+                return
+            loop, fut, fn = job
+            with self._busy_lock:
+                self.busy += 1
+            try:
+                value, ok = fn(), True
+            except BaseException as exc:
+                value, ok = exc, False
+            finally:
+                with self._busy_lock:
+                    self.busy -= 1
+            try:
+                loop.call_soon_threadsafe(_settle, fut, ok, value)
+            except RuntimeError:  # the loop is closed: nobody waits any more
+                pass
+
+    def close(self) -> None:
+        for _ in self._threads:
+            self._jobs.put(_STOP)
+
+
+class ThreadWorker:
+    """A worker handle for the thread profile (same interface as process workers)."""
+
+    pid: int | None = None
+
+    def __init__(self, adapter_cls: type[Adapter], worker_id: str, threads: int) -> None:
+        self.worker_id = worker_id
+        self.adapter_cls = adapter_cls
+        self.threads = threads
+        self.capacity = threads if adapter_cls.thread_safe else 1
+        self.in_flight = 0
+        self.requests = 0
+        self.errors = 0
+        self._loop = asyncio.get_running_loop()
+        self.closed: asyncio.Future[Any] = self._loop.create_future()
+        self._lane = _Lane(threads, f"aiotp-{worker_id}")
+        self._pending: set[asyncio.Future[Any]] = set()
+        self._guard = threading.Lock()
+        self._entered = 0
+        self._warned = False
+        self.toolbox: Toolbox | None = None
+
+    def __repr__(self) -> str:
+        return f"<ThreadWorker {self.worker_id} in_flight={self.in_flight}>"
+
+    # -- lane plumbing --------------------------------------------------------------------
+    def _submit(self, fn: Callable[[], Any], timeout: float | None, what: str) -> Any:
+        if self.closed.done():
+            raise WorkerCrashed(f"worker {self.worker_id} is gone", self.worker_id)
+        fut: asyncio.Future[Any] = self._loop.create_future()
+        self._pending.add(fut)
+        fut.add_done_callback(self._pending.discard)
+        self._lane.submit(self._loop, fut, fn)
+        if timeout is not None:
+            handle = self._loop.call_later(timeout, _expire, fut, what, timeout)
+            fut.add_done_callback(lambda _f: handle.cancel())
+        return fut
+
+    def _guarded(self, fn: Callable[..., Any], args: dict[str, Any]) -> Callable[[], Any]:
+        if self.adapter_cls.thread_safe:
+            return lambda: fn(**args)
+
+        def serial() -> Any:
+            if self.adapter_cls.safety_checks and not self._guard.acquire(blocking=False):
+                self._warn_concurrent()
+                self._guard.acquire()
+            elif not self.adapter_cls.safety_checks:
+                self._guard.acquire()
+            try:
+                return fn(**args)
+            finally:
+                self._guard.release()
+
+        return serial
+
+    def _warn_concurrent(self) -> None:
+        if not self._warned:
+            self._warned = True
+            _log.warning(
+                "adapter %s is not thread_safe but was entered concurrently on worker %s; "
+                "calls are serialised",
+                self.adapter_cls.__name__,
+                self.worker_id,
+            )
+
+    # -- the handle interface ---------------------------------------------------------------
+    async def setup(self, timeout: float) -> None:
+        def build() -> Toolbox:
+            box = Toolbox(self.adapter_cls)
+            box.adapter.setup()
+            return box
+
+        try:
+            self.toolbox = await self._submit(build, timeout, f"setup of {self.worker_id}")
+        except BaseException as exc:
+            self.kill()
+            raise WorkerStartError(
+                f"worker {self.worker_id} ({self.adapter_cls.__name__}) failed in setup: "
+                f"{type(exc).__name__}: {exc}",
+                self.worker_id,
+            ) from exc
+
+    def _lookup(self, tool: str) -> tuple[Any, str]:
+        assert self.toolbox is not None
+        try:
+            return self.toolbox.lookup(tool)
+        except ToolFailure:
+            raise UnknownTool(tool, self.toolbox.names) from None
+
+    async def request(self, tool: str, args: dict[str, Any], timeout: float | None) -> Any:
+        fn, kind = self._lookup(tool)
+        self.in_flight += 1
+        self.requests += 1
+        try:
+            if kind == "async":
+                return await self._run_async(fn, args, timeout)
+            if kind in ("gen", "agen"):
+                return [item async for item in self.stream(tool, args, timeout)]
+            return await self._submit(
+                self._guarded(fn, args), timeout, f"{tool} on {self.worker_id}"
+            )
+        except (CallTimeout, WorkerCrashed, UnknownTool):
+            self.errors += 1
+            raise
+        except Exception as exc:
+            self.errors += 1
+            failure = describe_failure(exc)
+            raise ToolError(failure.type_name, failure.message, failure.tb) from None
+        finally:
+            self.in_flight -= 1
+
+    async def _run_async(self, fn: Any, args: dict[str, Any], timeout: float | None) -> Any:
+        task = asyncio.ensure_future(fn(**args))
+        self._pending.add(task)
+        task.add_done_callback(self._pending.discard)
+        try:
+            return await asyncio.wait_for(asyncio.shield(task), timeout)
+        except TimeoutError:
+            task.cancel()
+            raise CallTimeout(
+                f"async tool on {self.worker_id} took longer than {timeout} s"
+            ) from None
+        except asyncio.CancelledError:
+            if self.closed.done():
+                raise WorkerCrashed(
+                    f"worker {self.worker_id} was retired", self.worker_id
+                ) from None
+            task.cancel()
+            raise
+
+    async def stream(
+        self, tool: str, args: dict[str, Any], timeout: float | None
+    ) -> AsyncIterator[Any]:
+        fn, kind = self._lookup(tool)
+        if kind == "agen":
+            async for item in fn(**args):
+                yield item
+            return
+        if kind != "gen":
+            yield await self.request(tool, args, timeout)
+            return
+        try:
+            gen = fn(**args)
+        except Exception as exc:
+            failure = describe_failure(exc)
+            raise ToolError(failure.type_name, failure.message, failure.tb) from None
+        done = object()
+        what = f"stream {tool} on {self.worker_id}"
+        self.in_flight += 1
+        try:
+            while True:
+                try:
+                    item = await self._submit(lambda: next(gen, done), timeout, what)
+                except (CallTimeout, WorkerCrashed):
+                    raise
+                except Exception as exc:
+                    failure = describe_failure(exc)
+                    raise ToolError(failure.type_name, failure.message, failure.tb) from None
+                if item is done:
+                    return
+                yield item
+        finally:
+            self.in_flight -= 1
+            if not self.closed.done():
+                self._lane.submit(self._loop, self._loop.create_future(), gen.close)
+
+    async def ping(self, timeout: float) -> float:
+        started = self._loop.time()
+        await self._submit(lambda: None, timeout, f"ping of {self.worker_id}")
+        return self._loop.time() - started
+
+    async def stop(self, grace: float) -> None:
+        if self.closed.done():
+            return
+        deadline = self._loop.time() + grace
+        while self.in_flight and self._loop.time() < deadline:
+            await asyncio.sleep(0.01)
+        if self.in_flight:
+            self.kill()
+            return
+        if self.toolbox is not None:
+            adapter = self.toolbox.adapter
+            try:
+                await self._submit(
+                    adapter.teardown, max(deadline - self._loop.time(), 0.01), "teardown"
+                )
+            except Exception:
+                _log.exception("teardown of worker %s failed", self.worker_id)
+        self._lane.close()
+        if not self.closed.done():
+            self.closed.set_result("stopped")
+
+    def kill(self) -> None:
+        """Retire the worker now: callers fail with WorkerCrashed, busy threads are abandoned."""
+        if self.closed.done():
+            return
+        if self._lane.busy:
+            _count_abandoned(self._lane.busy)
+        self._lane.close()
+        for fut in list(self._pending):
+            if not fut.done():
+                if isinstance(fut, asyncio.Task):
+                    fut.cancel()
+                else:
+                    fut.set_exception(
+                        WorkerCrashed(f"worker {self.worker_id} was retired", self.worker_id)
+                    )
+        self.closed.set_result("killed")
+
+    def statistics(self) -> dict[str, int]:
+        return {"requests": self.requests, "errors": self.errors, "in_flight": self.in_flight}
+
+
+async def start_thread_worker(
+    adapter: str | type,
+    *,
+    worker_id: str,
+    threads_per_worker: int = 1,
+    start_timeout: float = 30.0,
+    **_options: Any,
+) -> ThreadWorker:
+    try:
+        cls = load_adapter(adapter)
+    except Exception as exc:
+        raise WorkerStartError(
+            f"worker {worker_id}: cannot load adapter {adapter!r}: {type(exc).__name__}: {exc}",
+            worker_id,
+        ) from exc
+    worker = ThreadWorker(cls, worker_id, threads_per_worker)
+    await worker.setup(start_timeout)
+    return worker
