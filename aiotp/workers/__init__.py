@@ -1,21 +1,53 @@
-"""Named pools of thread and process workers running adapters, with heartbeat monitors."""
+"""Named pools of thread and process workers running adapters, with heartbeat monitors.
 
-from aiotp.workers.adapter import Adapter, adapter_path, load_adapter, tool, tools_of
-from aiotp.workers.config import Heartbeat, PoolConfig
-from aiotp.workers.dispatcher import PoolStats, WorkerStats
-from aiotp.workers.errors import (
-    CheckoutTimeout,
-    PoolBusy,
-    ProtocolError,
-    SerializationError,
-    ToolError,
-    UnknownPool,
-    UnknownTool,
-    WorkerCrashed,
-    WorkerStartError,
-)
-from aiotp.workers.heartbeat import HeartbeatTimeout
-from aiotp.workers.pool import pool_spec
+Exports load on first use, so a worker process importing `aiotp.workers.host` stays light.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from aiotp.workers.adapter import Adapter, adapter_path, load_adapter, tool, tools_of
+    from aiotp.workers.config import Heartbeat, PoolConfig
+    from aiotp.workers.dispatcher import PoolStats, WorkerStats
+    from aiotp.workers.errors import (
+        CheckoutTimeout,
+        PoolBusy,
+        ProtocolError,
+        SerializationError,
+        ToolError,
+        UnknownPool,
+        UnknownTool,
+        WorkerCrashed,
+        WorkerStartError,
+    )
+    from aiotp.workers.heartbeat import HeartbeatTimeout
+    from aiotp.workers.pool import pool_spec
+
+_EXPORTS: dict[str, str] = {
+    "Adapter": "aiotp.workers.adapter",
+    "adapter_path": "aiotp.workers.adapter",
+    "load_adapter": "aiotp.workers.adapter",
+    "tool": "aiotp.workers.adapter",
+    "tools_of": "aiotp.workers.adapter",
+    "Heartbeat": "aiotp.workers.config",
+    "PoolConfig": "aiotp.workers.config",
+    "PoolStats": "aiotp.workers.dispatcher",
+    "WorkerStats": "aiotp.workers.dispatcher",
+    "CheckoutTimeout": "aiotp.workers.errors",
+    "PoolBusy": "aiotp.workers.errors",
+    "ProtocolError": "aiotp.workers.errors",
+    "SerializationError": "aiotp.workers.errors",
+    "ToolError": "aiotp.workers.errors",
+    "UnknownPool": "aiotp.workers.errors",
+    "UnknownTool": "aiotp.workers.errors",
+    "WorkerCrashed": "aiotp.workers.errors",
+    "WorkerStartError": "aiotp.workers.errors",
+    "HeartbeatTimeout": "aiotp.workers.heartbeat",
+    "pool_spec": "aiotp.workers.pool",
+}
 
 __all__ = [
     "Adapter",
@@ -39,3 +71,12 @@ __all__ = [
     "tool",
     "tools_of",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'aiotp.workers' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
