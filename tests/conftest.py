@@ -15,10 +15,18 @@ import aiotp
 ROOT = Path(__file__).resolve().parent.parent
 # Child processes started by tests (workers, parent-death scripts) import test adapters from here.
 os.environ["PYTHONPATH"] = os.pathsep.join(
-    p for p in (str(ROOT / "tests"), str(ROOT), os.environ.get("PYTHONPATH", "")) if p
+    p
+    for p in (
+        str(ROOT / "tests" / "workers"),
+        str(ROOT / "tests"),
+        str(ROOT),
+        os.environ.get("PYTHONPATH", ""),
+    )
+    if p
 )
-if str(ROOT / "tests") not in sys.path:
-    sys.path.insert(0, str(ROOT / "tests"))
+for extra in (ROOT / "tests", ROOT / "tests" / "workers"):
+    if str(extra) not in sys.path:
+        sys.path.insert(0, str(extra))
 
 _BOTH_LOOPS = ("tests/runtime", "tests/supervisors")
 

@@ -69,6 +69,7 @@ class Pool:
         self.supervisor: ActorRef | None = None
         self.manager: ActorRef | None = None
         self._generation = itertools.count()
+        self.zygote: Any = None
         self._abandoned_before = _abandoned_threads()
 
     async def start_handle(self, index: int) -> Any:
@@ -86,19 +87,22 @@ class Pool:
                 threads_per_worker=cfg.threads_per_worker,
                 env=dict(cfg.env) if cfg.env else None,
                 start_timeout=cfg.start_timeout,
-                **cfg.options,
+                zygote=self.zygote,
+                max_frame=cfg.max_frame,
             )
         return await thread_worker.start_thread_worker(
             cfg.adapter,
             worker_id=worker_id,
             threads_per_worker=cfg.threads_per_worker,
-            **cfg.options,
+            start_timeout=cfg.start_timeout,
         )
 
     async def prestart(self) -> None:
         """Start every worker, ``startup_batch`` at a time; on a failure stop them all and raise."""
         cfg = self.config
         indices = list(range(cfg.size))
+        if cfg.profile == "process" and self.zygote is None:
+            await self._start_zygote()
         try:
             for at in range(0, len(indices), cfg.startup_batch):
                 batch = indices[at : at + cfg.startup_batch]
@@ -116,6 +120,24 @@ class Pool:
         except BaseException:
             self.kill_prestarted()
             raise
+
+    async def _start_zygote(self) -> None:
+        from aiotp.workers.adapter import adapter_path
+        from aiotp.workers.zygote_client import Zygote
+
+        cfg = self.config
+        try:
+            path = cfg.adapter if isinstance(cfg.adapter, str) else adapter_path(cfg.adapter)
+        except ValueError:
+            return  # plain starts will report the error with the worker's name
+        if cfg.preload:
+            env = dict(cfg.env) if cfg.env else None
+            self.zygote = await Zygote.start(path, env, cfg.start_timeout)
+
+    def close_zygote(self) -> None:
+        if self.zygote is not None:
+            self.zygote.close()
+            self.zygote = None
 
     def kill_prestarted(self) -> None:
         for handle in self.prestarted.values():
@@ -254,6 +276,7 @@ class PoolSupervisor(Supervisor):
             del pools[pool.name]
         pool.dispatcher.close(PoolBusy(f"pool {pool.name!r} stopped"))
         pool.kill_prestarted()
+        pool.close_zygote()
 
 
 def workers_name(pool: str) -> tuple[str, str, str]:

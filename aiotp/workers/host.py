@@ -1,0 +1,236 @@
+"""The worker side of a process worker: ``python -m aiotp.workers.host`` (or forked by the zygote).
+
+It loads the adapter, runs ``setup()``, sends READY (or FAILED and exits 1), then serves frames
+from its socket until STOP (teardown, exit 0) or EOF (the parent is gone: exit at once).
+
+Execution lane: with ``threads == 1`` (the default) requests run inline on the reading thread
+and their replies are batched into one write per read: the cheapest path there is. With more
+threads they run on a pool of that many threads. PINGs travel the same lane, behind the tools
+that are running, so a worker whose every thread is stuck (in a tool that sleeps forever or holds
+the GIL) stops answering pings and the heartbeat replaces it.
+
+It dies with its parent: EOF on its socket, and on Linux the parent-death signal (SIGKILL), so
+that no worker survives a SIGKILLed runtime even while it is busy in a long tool.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+import socket
+import sys
+import threading
+import traceback
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+from aiotp.workers import protocol as p
+from aiotp.workers.adapter import load_adapter
+from aiotp.workers.invoke import Toolbox, describe_failure
+
+__all__ = ["die_with_parent", "serve"]
+
+
+def die_with_parent(expected_parent: int | None) -> None:
+    """Ask Linux to SIGKILL us when our parent dies (no-op elsewhere)."""
+    if sys.platform.startswith("linux"):
+        try:
+            import ctypes
+
+            libc = ctypes.CDLL(None, use_errno=True)
+            pr_set_pdeathsig = 1
+            libc.prctl(pr_set_pdeathsig, signal.SIGKILL, 0, 0, 0)
+        except Exception:  # no prctl: EOF on the socket still ends us
+            pass
+    if expected_parent is not None and os.getppid() != expected_parent:
+        os._exit(0)  # the parent died before prctl took effect
+
+
+class _Host:
+    def __init__(self, sock: socket.socket, box: Toolbox, threads: int, max_frame: int) -> None:
+        self.sock = sock
+        self.box = box
+        self.threads = threads
+        self.max_frame = max_frame
+        self.cancelled: set[int] = set()
+        self.write_lock = threading.Lock()
+        self.reader = p.FrameReader(max_frame)
+        self.backlog: list[list[Any]] = []
+        self.pool = ThreadPoolExecutor(threads) if threads > 1 else None
+        self._loops = threading.local()
+
+    # -- output ---------------------------------------------------------------------------
+    def send(self, data: bytes) -> None:
+        with self.write_lock:
+            self.sock.sendall(data)
+
+    def encode(self, frame: list[Any]) -> bytes:
+        try:
+            return p.pack(frame, self.max_frame)
+        except Exception as exc:  # a result msgpack cannot carry: tell the caller why
+            return p.pack(
+                [p.ERROR, frame[1], "tool_error", "SerializationError", f"result: {exc}", ""]
+            )
+
+    # -- the loop ---------------------------------------------------------------------------
+    def run(self) -> None:
+        while True:
+            try:
+                data = self.sock.recv(1 << 20)
+            except OSError:
+                data = b""
+            if not data:
+                os._exit(0)  # EOF: the parent is gone; nobody to answer
+            out: list[bytes] = []
+            for frame in self.reader.feed(data):
+                self.handle(frame, out)
+            while self.backlog:  # frames that arrived while an inline stream ran
+                self.handle(self.backlog.pop(0), out)
+            if out:
+                self.send(b"".join(out))
+
+    def handle(self, frame: list[Any], out: list[bytes]) -> None:
+        kind = frame[0]
+        if kind == p.REQUEST:
+            if self.pool is None:
+                self.run_request(frame, out)
+            else:
+                self.pool.submit(self._threaded_request, frame)
+        elif kind == p.PING:
+            if self.pool is None:
+                out.append(p.pack([p.PONG, frame[1]]))
+            else:
+                self.pool.submit(self.send, p.pack([p.PONG, frame[1]]))
+        elif kind == p.CANCEL:
+            self.cancelled.add(frame[1])
+        elif kind == p.STOP:
+            self.stop(out)
+
+    def stop(self, out: list[bytes]) -> None:
+        if out:
+            self.send(b"".join(out))
+            out.clear()
+        if self.pool is not None:
+            self.pool.shutdown(wait=True)
+        with contextlib.suppress(Exception):
+            self.box.adapter.teardown()
+        with contextlib.suppress(OSError):
+            self.sock.shutdown(socket.SHUT_WR)
+        os._exit(0)
+
+    def _threaded_request(self, frame: list[Any]) -> None:
+        out: list[bytes] = []
+        self.run_request(frame, out)
+        if out:
+            self.send(b"".join(out))
+
+    # -- running tools ----------------------------------------------------------------------
+    def _loop(self) -> asyncio.AbstractEventLoop:
+        loop: asyncio.AbstractEventLoop | None = getattr(self._loops, "loop", None)
+        if loop is None:
+            loop = asyncio.new_event_loop()
+            self._loops.loop = loop
+        return loop
+
+    def run_request(self, frame: list[Any], out: list[bytes]) -> None:
+        _, rid, tool, args = frame[:4]
+        try:
+            fn, kind = self.box.lookup(tool)
+            if not isinstance(args, dict):
+                raise TypeError(f"tool arguments must be a map, got {type(args).__name__}")
+            if kind in ("gen", "agen"):
+                self.run_stream(rid, fn, kind, args, out)
+                return
+            result = fn(**args)
+            if kind == "async":
+                result = self._loop().run_until_complete(result)
+            out.append(self.encode([p.REPLY, rid, result]))
+        except Exception as exc:
+            f = describe_failure(exc)
+            out.append(p.pack([p.ERROR, rid, f.kind, f.type_name, f.message, f.tb]))
+
+    def run_stream(
+        self, rid: int, fn: Any, kind: str, args: dict[str, Any], out: list[bytes]
+    ) -> None:
+        if out:  # earlier replies go first
+            self.send(b"".join(out))
+            out.clear()
+        gen = fn(**args)
+        loop = self._loop() if kind == "agen" else None
+        try:
+            while True:
+                if self.pool is None:
+                    self._poll_between_items()
+                if rid in self.cancelled:
+                    break
+                try:
+                    item = loop.run_until_complete(gen.__anext__()) if loop else next(gen)
+                except (StopIteration, StopAsyncIteration):
+                    break
+                self.send(self.encode([p.ITEM, rid, item]))
+        finally:
+            with contextlib.suppress(Exception):
+                if loop is not None:
+                    loop.run_until_complete(gen.aclose())
+                else:
+                    gen.close()
+            self.cancelled.discard(rid)
+        self.send(p.pack([p.END, rid]))
+
+    def _poll_between_items(self) -> None:
+        """Inline streams still hear CANCEL and PING between items."""
+        self.sock.setblocking(False)
+        try:
+            data = self.sock.recv(1 << 16)
+        except (BlockingIOError, InterruptedError):
+            return
+        finally:
+            self.sock.setblocking(True)
+        if not data:
+            os._exit(0)
+        for frame in self.reader.feed(data):
+            if frame[0] == p.CANCEL:
+                self.cancelled.add(frame[1])
+            elif frame[0] == p.PING:
+                self.send(p.pack([p.PONG, frame[1]]))
+            else:
+                self.backlog.append(frame)
+
+
+def serve(sock: socket.socket, adapter: str, threads: int, max_frame: int, worker_id: str) -> None:
+    """Load, set up, announce, serve. Never returns."""
+    try:
+        cls = load_adapter(adapter)
+        box = Toolbox(cls)
+        box.adapter.setup()
+    except BaseException as exc:
+        tb = traceback.format_exc()
+        sys.stderr.write(f"aiotp worker {worker_id}: {adapter} failed to start\n{tb}")
+        sys.stderr.flush()
+        with contextlib.suppress(Exception):
+            sock.sendall(p.pack([p.FAILED, 0, type(exc).__name__, str(exc), tb]))
+        os._exit(1)
+    # A non-thread-safe adapter is never entered twice at once, whatever the thread count.
+    threads = threads if cls.thread_safe else 1
+    sock.sendall(p.pack([p.READY, 0, os.getpid(), box.names, threads]))
+    host = _Host(sock, box, threads, max_frame)
+    host.run()
+
+
+def main() -> None:
+    env = os.environ
+    die_with_parent(int(env["AIOTP_PARENT_PID"]) if "AIOTP_PARENT_PID" in env else None)
+    sock = socket.socket(fileno=int(env["AIOTP_WORKER_FD"]))
+    serve(
+        sock,
+        env["AIOTP_ADAPTER"],
+        int(env.get("AIOTP_THREADS", "1")),
+        int(env.get("AIOTP_MAX_FRAME", str(p.DEFAULT_MAX_FRAME))),
+        env.get("AIOTP_WORKER_ID", "?"),
+    )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,400 @@
+"""Process workers, parent side: a handle per child process, speaking the frame protocol.
+
+`start_process_worker` returns once the child sent READY (after the adapter's ``setup()``), or
+raises `WorkerStartError` naming the worker with the tail of its stderr. The handle then offers
+``request`` / ``stream`` / ``ping`` / ``stop`` / ``kill`` (the same interface as thread workers).
+
+Guarantees:
+- When the child dies (exit, SIGKILL, EOF) every request it held fails at once with
+  `WorkerCrashed`; nobody waits for a timeout to learn it. Death is seen both as EOF on the
+  socket and through a pidfd, which also guards kills against pid reuse.
+- A malformed or oversized frame from the child kills that child and fails only its requests.
+- A request that times out fails with `CallTimeout`; its late reply is dropped.
+- `stop(grace)`: STOP frame, wait ``grace`` for the child to finish and exit, SIGTERM to its
+  process group, one more second, then SIGKILL. `kill()`: SIGKILL to the group at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextlib
+import itertools
+import logging
+import os
+import signal
+import socket
+import subprocess
+import sys
+from collections.abc import AsyncIterator
+from typing import Any
+
+from aiotp.runtime.errors import CallTimeout
+from aiotp.workers import protocol as p
+from aiotp.workers.adapter import adapter_path
+from aiotp.workers.errors import (
+    ProtocolError,
+    ToolError,
+    UnknownTool,
+    WorkerCrashed,
+    WorkerStartError,
+)
+from aiotp.workers.zygote_client import Zygote
+
+__all__ = ["ProcessWorker", "start_process_worker"]
+
+_log = logging.getLogger("aiotp.workers")
+STDERR_TAIL = 8192
+
+
+def _expire(fut: asyncio.Future[Any], what: str, timeout: float) -> None:
+    if not fut.done():
+        fut.set_exception(CallTimeout(f"{what} got no answer within {timeout} s"))
+
+
+class _Stream:
+    __slots__ = ("ended", "items", "waiter")
+
+    def __init__(self) -> None:
+        self.items: collections.deque[tuple[int, Any]] = collections.deque()
+        self.waiter: asyncio.Future[None] | None = None
+        self.ended = False
+
+    def push(self, kind: int, value: Any) -> None:
+        self.items.append((kind, value))
+        if self.waiter is not None and not self.waiter.done():
+            self.waiter.set_result(None)
+
+
+class _Protocol(asyncio.Protocol):
+    def __init__(self, worker: ProcessWorker) -> None:
+        self.worker = worker
+
+    def data_received(self, data: bytes) -> None:
+        w = self.worker
+        try:
+            frames = w.reader.feed(data)
+        except ProtocolError as exc:
+            w.broken(exc)
+            return
+        for frame in frames:
+            w.on_frame(frame)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.worker.gone("its connection closed")
+
+
+class _StderrTail(asyncio.Protocol):
+    """Passes the worker's stderr through to ours, keeping the tail for error reports."""
+
+    def __init__(self) -> None:
+        self.tail = bytearray()
+        self.eof: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+
+    def data_received(self, data: bytes) -> None:
+        self.tail += data
+        if len(self.tail) > STDERR_TAIL:
+            del self.tail[: len(self.tail) - STDERR_TAIL]
+        with contextlib.suppress(Exception):
+            sys.stderr.write(data.decode(errors="replace"))
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if not self.eof.done():
+            self.eof.set_result(None)
+
+    def text(self) -> str:
+        return self.tail.decode(errors="replace")
+
+
+class ProcessWorker:
+    """Handle to one worker process (see the module docstring)."""
+
+    def __init__(self, worker_id: str, max_frame: int) -> None:
+        self.worker_id = worker_id
+        self.pid: int | None = None
+        self.capacity = 1
+        self.in_flight = 0
+        self.requests = 0
+        self.errors = 0
+        self.tools: list[str] = []
+        self.reader = p.FrameReader(max_frame)
+        self.max_frame = max_frame
+        self._loop = asyncio.get_running_loop()
+        self.closed: asyncio.Future[Any] = self._loop.create_future()
+        self.ready: asyncio.Future[None] = self._loop.create_future()
+        self._ids = itertools.count(1)
+        self._pending: dict[int, asyncio.Future[Any]] = {}
+        self._streams: dict[int, _Stream] = {}
+        self._transport: asyncio.Transport | None = None
+        self._stderr: _StderrTail | None = None
+        self._pidfd: int | None = None
+        self._popen: subprocess.Popen[bytes] | None = None
+
+    def __repr__(self) -> str:
+        return f"<ProcessWorker {self.worker_id} pid={self.pid} in_flight={self.in_flight}>"
+
+    # -- incoming ---------------------------------------------------------------------------
+    def on_frame(self, frame: list[Any]) -> None:
+        kind, rid = frame[0], frame[1]
+        if kind in (p.REPLY, p.PONG):
+            fut = self._pending.pop(rid, None)
+            if fut is not None and not fut.done():
+                fut.set_result(frame[2] if kind == p.REPLY else None)
+        elif kind == p.ERROR:
+            exc = self._error(frame)
+            fut = self._pending.pop(rid, None)
+            if fut is not None:
+                if not fut.done():
+                    fut.set_exception(exc)
+            elif rid in self._streams:
+                self._streams[rid].push(p.ERROR, exc)
+        elif kind in (p.ITEM, p.END):
+            stream = self._streams.get(rid)
+            if stream is not None:
+                stream.push(kind, frame[2] if kind == p.ITEM else None)
+        elif kind == p.READY:
+            self.pid = frame[2]
+            self.tools = list(frame[3])
+            self.capacity = int(frame[4])
+            if not self.ready.done():
+                self.ready.set_result(None)
+        elif kind == p.FAILED:
+            if not self.ready.done():
+                self.ready.set_exception(
+                    WorkerStartError(
+                        f"worker {self.worker_id} failed in setup: {frame[2]}: {frame[3]}",
+                        self.worker_id,
+                        frame[4],
+                    )
+                )
+        else:
+            self.broken(ProtocolError(f"unexpected frame kind {kind!r} from {self.worker_id}"))
+
+    def _error(self, frame: list[Any]) -> Exception:
+        _, _, kind, type_name, message, tb = frame[:6]
+        if kind == "unknown_tool":
+            return UnknownTool(message.split("'")[1] if "'" in message else message, self.tools)
+        return ToolError(type_name, message, tb)
+
+    def broken(self, exc: ProtocolError) -> None:
+        _log.error("worker %s broke the protocol (%s): killing it", self.worker_id, exc)
+        self.kill()
+        self.gone(f"protocol error: {exc}")
+
+    def gone(self, reason: str) -> None:
+        """The worker is unusable: fail everything it held, at once."""
+        if self.closed.done():
+            return
+        crash = WorkerCrashed(f"worker {self.worker_id} died: {reason}", self.worker_id, reason)
+        for fut in self._pending.values():
+            if not fut.done():
+                fut.set_exception(crash)
+        self._pending.clear()
+        for stream in self._streams.values():
+            stream.push(p.ERROR, crash)
+        if not self.ready.done():
+            self.ready.set_exception(crash)
+        if self._transport is not None:
+            self._transport.abort()
+        self.closed.set_result(reason)
+
+    def _exited(self) -> None:
+        """The pidfd became readable: the process is gone (reap it if it is ours)."""
+        if self._pidfd is not None:
+            self._loop.remove_reader(self._pidfd)
+            os.close(self._pidfd)
+            self._pidfd = None
+        if self._popen is not None:
+            self._popen.poll()
+        self.gone("the process exited")
+
+    # -- outgoing ---------------------------------------------------------------------------
+    def _send(self, frame: list[Any]) -> None:
+        data = p.pack(frame, self.max_frame)  # SerializationError before anything is written
+        if self.closed.done() or self._transport is None:
+            raise WorkerCrashed(f"worker {self.worker_id} is gone", self.worker_id)
+        self._transport.write(data)
+
+    async def _wait(
+        self, fut: asyncio.Future[Any], rid: int, timeout: float | None, what: str
+    ) -> Any:
+        if timeout is None:
+            try:
+                return await fut
+            finally:
+                self._pending.pop(rid, None)
+        handle = self._loop.call_later(timeout, _expire, fut, what, timeout)
+        try:
+            return await fut
+        finally:
+            handle.cancel()
+            self._pending.pop(rid, None)
+
+    async def request(self, tool: str, args: dict[str, Any], timeout: float | None) -> Any:
+        rid = next(self._ids)
+        self._send([p.REQUEST, rid, tool, args])
+        fut: asyncio.Future[Any] = self._loop.create_future()
+        self._pending[rid] = fut
+        self.in_flight += 1
+        self.requests += 1
+        try:
+            return await self._wait(fut, rid, timeout, f"{tool} on worker {self.worker_id}")
+        except BaseException:
+            self.errors += 1
+            raise
+        finally:
+            self.in_flight -= 1
+
+    async def stream(
+        self, tool: str, args: dict[str, Any], timeout: float | None
+    ) -> AsyncIterator[Any]:
+        rid = next(self._ids)
+        self._send([p.REQUEST, rid, tool, args])
+        stream = _Stream()
+        self._streams[rid] = stream
+        self.in_flight += 1
+        try:
+            while True:
+                if not stream.items:
+                    stream.waiter = self._loop.create_future()
+                    handle = (
+                        self._loop.call_later(
+                            timeout, _expire, stream.waiter, f"stream {tool}", timeout
+                        )
+                        if timeout is not None
+                        else None
+                    )
+                    try:
+                        await stream.waiter
+                    finally:
+                        if handle is not None:
+                            handle.cancel()
+                        stream.waiter = None
+                kind, value = stream.items.popleft()
+                if kind == p.ITEM:
+                    yield value
+                elif kind == p.END:
+                    stream.ended = True
+                    return
+                else:
+                    stream.ended = True
+                    raise value
+        finally:
+            self.in_flight -= 1
+            del self._streams[rid]
+            if not stream.ended and not self.closed.done():
+                with contextlib.suppress(Exception):
+                    self._send([p.CANCEL, rid])
+
+    async def ping(self, timeout: float) -> float:
+        rid = next(self._ids)
+        started = self._loop.time()
+        self._send([p.PING, rid])
+        fut: asyncio.Future[Any] = self._loop.create_future()
+        self._pending[rid] = fut
+        await self._wait(fut, rid, timeout, f"ping of worker {self.worker_id}")
+        return self._loop.time() - started
+
+    # -- ending -----------------------------------------------------------------------------
+    def _signal_group(self, sig: int) -> None:
+        if self.pid is None or self._pidfd is None:
+            return  # already gone (and reaped): its pid may belong to someone else now
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(self.pid, sig)
+
+    async def stop(self, grace: float) -> None:
+        if self.closed.done():
+            return
+        with contextlib.suppress(Exception):
+            self._send([p.STOP, 0])
+        for sig, wait in ((None, grace), (signal.SIGTERM, 1.0)):
+            if sig is not None:
+                self._signal_group(sig)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(asyncio.shield(self._process_gone()), wait)
+                return
+        self.kill()
+
+    async def _process_gone(self) -> None:
+        await asyncio.shield(self.closed)
+        while self._pidfd is not None:  # EOF came first; the exit follows
+            await asyncio.sleep(0.005)
+
+    def kill(self) -> None:
+        self._signal_group(signal.SIGKILL)
+        self.gone("killed")
+
+    def statistics(self) -> dict[str, int]:
+        return {"requests": self.requests, "errors": self.errors, "in_flight": self.in_flight}
+
+
+async def start_process_worker(
+    adapter: str | type,
+    *,
+    worker_id: str,
+    threads_per_worker: int = 1,
+    env: dict[str, str] | None = None,
+    max_frame: int = p.DEFAULT_MAX_FRAME,
+    start_timeout: float = 30.0,
+    zygote: Zygote | None = None,
+    **_options: Any,
+) -> ProcessWorker:
+    try:
+        path = adapter if isinstance(adapter, str) else adapter_path(adapter)
+    except ValueError as exc:
+        raise WorkerStartError(f"worker {worker_id}: {exc}", worker_id) from None
+    loop = asyncio.get_running_loop()
+    worker = ProcessWorker(worker_id, max_frame)
+    parent_sock, child_sock = socket.socketpair()
+    err_r, err_w = os.pipe()
+    try:
+        if zygote is not None and zygote.usable:
+            pid = await zygote.fork(worker_id, threads_per_worker, max_frame, child_sock, err_w)
+        else:
+            full_env = dict(os.environ)
+            full_env.update(env or {})
+            full_env.update(
+                AIOTP_WORKER_FD=str(child_sock.fileno()),
+                AIOTP_ADAPTER=path,
+                AIOTP_THREADS=str(threads_per_worker),
+                AIOTP_MAX_FRAME=str(max_frame),
+                AIOTP_WORKER_ID=worker_id,
+                AIOTP_PARENT_PID=str(os.getpid()),
+            )
+            worker._popen = subprocess.Popen(
+                [sys.executable, "-m", "aiotp.workers.host"],
+                pass_fds=(child_sock.fileno(),),
+                env=full_env,
+                stdin=subprocess.DEVNULL,
+                stderr=err_w,
+                start_new_session=True,
+            )
+            pid = worker._popen.pid
+    finally:
+        child_sock.close()
+        os.close(err_w)
+    worker.pid = pid
+    with contextlib.suppress(OSError):
+        worker._pidfd = os.pidfd_open(pid)
+        loop.add_reader(worker._pidfd, worker._exited)
+    _, worker._stderr = await loop.connect_read_pipe(_StderrTail, os.fdopen(err_r, "rb", 0))
+    transport, _ = await loop.connect_accepted_socket(lambda: _Protocol(worker), sock=parent_sock)
+    worker._transport = transport  # type: ignore[assignment]
+    try:
+        await asyncio.wait_for(asyncio.shield(worker.ready), start_timeout)
+    except BaseException as exc:
+        worker.kill()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(asyncio.shield(worker._stderr.eof), 1.0)
+        tail = worker._stderr.text().strip()
+        if isinstance(exc, WorkerStartError):
+            exc.stderr = tail or exc.stderr
+            raise
+        reason = "did not become ready in time" if isinstance(exc, TimeoutError) else str(exc)
+        raise WorkerStartError(
+            f"worker {worker_id} ({path}) failed to start: {reason}"
+            + (f"\n--- stderr ---\n{tail[-2000:]}" if tail else ""),
+            worker_id,
+            tail,
+        ) from None
+    return worker

@@ -1,0 +1,128 @@
+"""The worker wire protocol: length-prefixed msgpack frames over a socketpair.
+
+A frame is a 4-byte big-endian length followed by a msgpack array whose first two elements are
+the frame kind and a correlation id::
+
+    REQUEST [0, id, tool, args]        parent -> worker
+    REPLY   [1, id, result]            worker -> parent
+    ERROR   [2, id, kind, type, message, traceback]   kind: "unknown_tool" | "tool_error"
+    ITEM    [3, id, value]             one item of a streaming (generator) tool
+    END     [4, id]                    the stream is over
+    CANCEL  [5, id]                    parent -> worker: stop that stream
+    PING    [6, id] / PONG [7, id]     heartbeats, answered by the worker's execution lane
+    READY   [8, 0, pid, tools]         sent once after setup()
+    STOP    [9, 0]                     parent -> worker: finish, teardown(), exit 0
+    FAILED  [10, 0, type, message, traceback]   setup or import failed; the worker exits
+
+Only msgpack types cross the wire (no pickle, ever): `pack` refuses anything else with
+`SerializationError` before a byte is written. Frames above ``max_frame`` bytes (default 64 MiB)
+are refused on both sides; a worker that sends one, or garbage, is killed as a protocol breaker.
+"""
+
+from __future__ import annotations
+
+import struct
+from typing import Any
+
+import msgpack
+
+from aiotp.workers.errors import ProtocolError, SerializationError
+
+__all__ = ["FrameReader", "pack", "unpack_body"]
+
+REQUEST, REPLY, ERROR, ITEM, END, CANCEL, PING, PONG, READY, STOP, FAILED = range(11)
+DEFAULT_MAX_FRAME = 64 * 1024 * 1024
+_HEADER = struct.Struct(">I")
+_packer_options = {"use_bin_type": True, "strict_types": False, "datetime": False}
+
+
+def pack(frame: list[Any], max_frame: int = DEFAULT_MAX_FRAME) -> bytes:
+    """Encode one frame; `SerializationError` names what msgpack cannot carry."""
+    try:
+        body = msgpack.packb(frame, **_packer_options)
+    except (TypeError, ValueError, OverflowError) as exc:
+        target = frame[3] if frame and frame[0] == REQUEST and len(frame) > 3 else frame
+        raise SerializationError(
+            f"cannot send {_describe_unserialisable(target)}: {exc} (only msgpack types - None, "
+            "bool, int, float, str, bytes, list, tuple, dict - cross the wire)"
+        ) from None
+    if len(body) > max_frame:
+        raise SerializationError(f"frame of {len(body)} bytes exceeds max_frame={max_frame}")
+    return _HEADER.pack(len(body)) + body
+
+
+def unpack_body(body: bytes | memoryview) -> list[Any]:
+    try:
+        frame = msgpack.unpackb(body, raw=False, strict_map_key=False, use_list=True)
+    except Exception as exc:
+        raise ProtocolError(f"malformed frame: {exc}") from None
+    if not isinstance(frame, list) or len(frame) < 2 or not isinstance(frame[0], int):
+        raise ProtocolError(f"malformed frame: {frame!r:.200}")
+    return frame
+
+
+class FrameReader:
+    """Incremental decoder: feed bytes as they come, get whole frames out."""
+
+    __slots__ = ("_buf", "max_frame")
+
+    def __init__(self, max_frame: int = DEFAULT_MAX_FRAME) -> None:
+        self._buf = bytearray()
+        self.max_frame = max_frame
+
+    def feed(self, data: bytes) -> list[list[Any]]:
+        """Every whole frame now in the buffer (ProtocolError on an oversized or bad one)."""
+        buf = self._buf
+        buf += data
+        frames: list[list[Any]] = []
+        pos = 0
+        end = len(buf)
+        with memoryview(buf) as view:
+            while end - pos >= 4:
+                (size,) = _HEADER.unpack_from(buf, pos)
+                if size > self.max_frame:
+                    raise ProtocolError(
+                        f"frame of {size} bytes announced, above max_frame={self.max_frame}"
+                    )
+                if end - pos - 4 < size:
+                    break
+                start = pos + 4
+                pos = start + size
+                frames.append(unpack_body(view[start:pos]))
+        if pos:
+            del buf[:pos]
+        return frames
+
+
+def _describe_unserialisable(value: Any, path: str = "args") -> str:
+    """The first value msgpack cannot carry, with where it is: ``args['x'][2]: object``."""
+    if value is None or isinstance(value, bool | int | float | str | bytes):
+        return f"{path}: {type(value).__name__}"
+    if isinstance(value, list | tuple):
+        for i, item in enumerate(value):
+            found = _describe_unserialisable(item, f"{path}[{i}]")
+            if not found.endswith(_OK_TYPES):
+                return found
+        return f"{path}: {type(value).__name__}"
+    if isinstance(value, dict):
+        for key, item in value.items():
+            if not isinstance(key, str | int | bytes | float | bool) and key is not None:
+                return f"{path} key {key!r}: {type(key).__name__}"
+            found = _describe_unserialisable(item, f"{path}[{key!r}]")
+            if not found.endswith(_OK_TYPES):
+                return found
+        return f"{path}: dict"
+    return f"{path}: a {type(value).__module__}.{type(value).__qualname__}"
+
+
+_OK_TYPES = (
+    ": NoneType",
+    ": bool",
+    ": int",
+    ": float",
+    ": str",
+    ": bytes",
+    ": list",
+    ": tuple",
+    ": dict",
+)

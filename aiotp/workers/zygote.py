@@ -1,0 +1,85 @@
+"""The zygote: a template process that forks ready-to-serve workers in about a millisecond.
+
+Starting a worker as ``python -m aiotp.workers.host`` costs the interpreter start plus imports
+(~50 ms here). Instead, each pool starts one zygote that imports the adapter's module (and the
+host) once, then forks a worker per request, as multiprocessing's forkserver does: a fork of a
+warm, single-threaded process is ready after the adapter's ``setup()``.
+
+Protocol on the control socketpair: the parent sends a small msgpack request with two file
+descriptors attached (the worker's socket and stderr pipe, via SCM_RIGHTS); the zygote forks and
+answers with the worker's pid as 4 bytes. The zygote never runs adapter code itself beyond the
+module import (``setup()`` runs in each worker), stays single-threaded so forking is safe, lets
+the kernel reap its children (SIGCHLD ignored), and dies with the runtime (EOF on the control
+socket, and the parent-death signal). Each worker in turn dies with the zygote.
+
+If the zygote cannot start (the adapter's module does not import, say), the pool falls back to
+plain starts, which then report the failure with the worker's stderr.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib
+import os
+import signal
+import socket
+import struct
+import sys
+
+import msgpack
+
+__all__ = ["main"]
+
+_PID = struct.Struct(">i")
+
+
+def main() -> None:
+    from aiotp.workers import host
+
+    env = os.environ
+    parent = int(env["AIOTP_PARENT_PID"])
+    host.die_with_parent(parent)
+    ctrl = socket.socket(fileno=int(env["AIOTP_ZYGOTE_FD"]))
+    adapter = env["AIOTP_ADAPTER"]
+    try:
+        module = adapter.partition(":")[0]
+        importlib.import_module(module)  # the expensive part, paid once
+        from aiotp.workers.adapter import load_adapter
+
+        load_adapter(adapter)
+    except BaseException as exc:
+        ctrl.sendall(b"F" + f"{type(exc).__name__}: {exc}".encode()[:4000])
+        os._exit(1)
+    signal.signal(signal.SIGCHLD, signal.SIG_IGN)  # the kernel reaps our children
+    ctrl.sendall(b"R")
+    zygote_pid = os.getpid()
+    while True:
+        try:
+            msg, fds, _flags, _addr = socket.recv_fds(ctrl, 4096, 2)
+        except OSError:
+            os._exit(0)
+        if not msg:
+            os._exit(0)  # the runtime is gone
+        worker_id, threads, max_frame = msgpack.unpackb(msg)
+        worker_fd, err_fd = fds
+        pid = os.fork()
+        if pid == 0:
+            try:
+                ctrl.close()
+                os.setsid()  # own process group: a stop signals the worker and its children
+                signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+                host.die_with_parent(zygote_pid)
+                os.dup2(err_fd, 2)
+                os.close(err_fd)
+                sock = socket.socket(fileno=worker_fd)
+                host.serve(sock, adapter, threads, max_frame, worker_id)
+            finally:
+                os._exit(1)
+        os.close(worker_fd)
+        os.close(err_fd)
+        with contextlib.suppress(OSError):
+            ctrl.sendall(_PID.pack(pid))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
