@@ -140,14 +140,19 @@ class Dispatcher:
     def checkout_nowait(self, prefer: str | None = None) -> WorkerSlot | None:
         if prefer is not None:
             slot = self._by_id.get(prefer)
-            if slot is not None and not slot.draining and slot.in_flight < slot.capacity:
+            if (
+                slot is not None
+                and not slot.draining
+                and slot.in_flight < slot.capacity
+                and not slot.handle.closed.done()
+            ):
                 slot.in_flight += 1
                 return slot
         best: WorkerSlot | None = None
         best_load = 2.0
         for slot in self.slots:
-            if slot.draining or slot.in_flight >= slot.capacity:
-                continue
+            if slot.draining or slot.in_flight >= slot.capacity or slot.handle.closed.done():
+                continue  # a dead worker leaves as soon as its actor hears of it
             load = slot.in_flight / slot.capacity
             if load < best_load:
                 best, best_load = slot, load

@@ -54,6 +54,8 @@ class WorkerActor(Actor):
         )
 
     def _worker_closed(self, fut: asyncio.Future[Any]) -> None:
+        if self.slot is not None:
+            self.pool.dispatcher.remove(self.slot)  # no new request may pick a dead worker
         self.ref.send(("closed", fut.result() if not fut.cancelled() else "cancelled"))
 
     async def handle_info(self, msg: Any) -> None:
