@@ -34,6 +34,17 @@ if TYPE_CHECKING:
         run,
         telemetry,
     )
+    from aiotp.session_store import (
+        Session,
+        SessionExists,
+        SessionNotFound,
+        SessionQuotaExceeded,
+        SessionStore,
+        SnapshotError,
+        StoreStats,
+        Table,
+        TableInfo,
+    )
     from aiotp.supervisors import (
         ChildInfo,
         ChildRunning,
@@ -66,6 +77,15 @@ if TYPE_CHECKING:
     )
 
 _EXPORTS: dict[str, str] = {
+    "Session": "aiotp.session_store",
+    "SessionExists": "aiotp.session_store",
+    "SessionNotFound": "aiotp.session_store",
+    "SessionQuotaExceeded": "aiotp.session_store",
+    "SessionStore": "aiotp.session_store",
+    "SnapshotError": "aiotp.session_store",
+    "StoreStats": "aiotp.session_store",
+    "Table": "aiotp.session_store",
+    "TableInfo": "aiotp.session_store",
     "NOREPLY": "aiotp.runtime",
     "Actor": "aiotp.runtime",
     "ActorExited": "aiotp.runtime",
@@ -147,9 +167,18 @@ __all__ = [
     "Runtime",
     "RuntimeClosed",
     "SerializationError",
+    "Session",
+    "SessionExists",
+    "SessionNotFound",
+    "SessionQuotaExceeded",
+    "SessionStore",
+    "SnapshotError",
     "StartChildError",
+    "StoreStats",
     "Supervisor",
     "SupervisorRef",
+    "Table",
+    "TableInfo",
     "Timer",
     "ToolError",
     "UnhandledMessage",

@@ -63,7 +63,7 @@ _TRANSITIONS = {
 class Runtime:
     """A home for actors on the running event loop. Use it as an async context manager."""
 
-    def __init__(self, *, shutdown_timeout: float = 5.0) -> None:
+    def __init__(self, *, shutdown_timeout: float = 5.0, sessions: Any = None) -> None:
         if shutdown_timeout <= 0:
             raise ValueError(f"shutdown_timeout must be positive, got {shutdown_timeout!r}")
         self.shutdown_timeout = shutdown_timeout
@@ -74,6 +74,10 @@ class Runtime:
         self._registry = Registry()
         self._signals = Signals(self)
         self._extensions: dict[str, Any] = {}
+        if sessions is not None:
+            from aiotp.session_store.runtime_store import KEY, SessionsExtension
+
+            self._extensions[KEY] = SessionsExtension(sessions)
 
     def _move(self, new: _State) -> None:
         if new not in _TRANSITIONS[self._state]:
@@ -305,7 +309,7 @@ class Runtime:
         timeout: float | None = 5.0,
         session: str | None = None,
     ) -> Any:
-        """Run `tool(**args)` on a worker of `pool` and return its result (see aiotp.workers.api)."""
+        """Run `tool(**args)` on a worker of `pool` and return its result (aiotp.workers.api)."""
         from aiotp.workers import api
 
         return await api.execute(self, pool, tool, args, timeout, session)

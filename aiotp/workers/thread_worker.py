@@ -15,6 +15,7 @@ program on exit; daemon threads do not.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import logging
 import queue
@@ -94,10 +95,9 @@ class _Lane:
             finally:
                 with self._busy_lock:
                     self.busy -= 1
-            try:
+            # RuntimeError: the loop is closed, nobody waits any more.
+            with contextlib.suppress(RuntimeError):
                 loop.call_soon_threadsafe(_settle, fut, ok, value)
-            except RuntimeError:  # the loop is closed: nobody waits any more
-                pass
 
     def close(self) -> None:
         for _ in self._threads:

@@ -66,10 +66,14 @@ class WorkerActor(Actor):
             raise WorkerCrashed(f"worker {self.handle.worker_id} exited: {msg[1]}")
         if msg == "recycle" and self.slot is not None:
             self.pool.recycle(self.slot)
-        elif msg in ("retire", "drained") and self.slot is not None:
-            # The replacement is serving; leave once the last in-flight request is done.
-            if self.slot.draining and self.slot.in_flight == 0:
-                self.stop("normal")
+        elif (
+            msg in ("retire", "drained")
+            and self.slot is not None
+            and self.slot.draining
+            and self.slot.in_flight == 0
+        ):
+            # The replacement is serving and our last in-flight request is done.
+            self.stop("normal")
 
     async def terminate(self, reason: Any) -> None:
         if self.slot is not None:

@@ -1,0 +1,391 @@
+"""`SessionStore`: sessions with TTLs, a quota, affinity and background sweeps, on a `Table`.
+
+::
+
+    store = aiotp.SessionStore(ttl=3600, sweep_interval=60, max_sessions=10_000, shards=16)
+    s = store.create("user-1", ttl=7200, metadata={"user_id": "u1"})
+    store.get("user-1")              # touches; SessionNotFound if absent or expired
+    store.update("user-1", lambda s: s.put_program("model", "v2"))
+    async with store:                # or store.start() / await store.stop(): background sweeps
+        ...
+
+Guarantees and defaults:
+- Safe from many threads and from the event loop at once; every operation on one session is
+  atomic (it runs under that session's shard lock).
+- ``max_sessions=10_000``: `create` past it raises `SessionQuotaExceeded`; the check reserves a
+  place under one small lock, so concurrent creators can never overshoot.
+- ``ttl=3600`` s since the last access (Snakepit's default); an expired session is absent at once
+  for `get`/`update`/`touch`, and its place in the quota is freed by the next sweep or access.
+- ``sweep_interval=60`` s between background sweeps. `sweep()` is synchronous;
+  `sweep_async()` yields to the loop every ``sweep_chunk`` sessions (default 2,000) so a sweep of
+  a million sessions never stalls the loop more than a few milliseconds at a time.
+- ``heartbeat_timeout=None``: when set, a session marked ``awaiting_input`` with no `heartbeat`
+  for that long is closed by the sweep with reason ``"gc"``.
+- Every removal calls the hooks registered with `on_remove(fn)` as ``fn(session_id, reason,
+  session)`` with reason ``"expired"``, ``"deleted"`` or ``"gc"``, outside any lock; a hook
+  that raises is logged and skipped.
+- ``clock=time.monotonic`` is injectable so tests never sleep for real TTLs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+import attrs
+
+from aiotp.session_store.errors import SessionExists, SessionNotFound, SessionQuotaExceeded
+from aiotp.session_store.session import Session
+from aiotp.session_store.table import Table
+
+__all__ = ["RemovalHook", "SessionStore", "StoreStats"]
+
+_log = logging.getLogger("aiotp.sessions")
+RemovalHook = Callable[[str, str, Session], None]
+
+
+@attrs.frozen
+class StoreStats:
+    current_sessions: int
+    sessions_created: int
+    sessions_deleted: int
+    sessions_expired: int
+    sessions_gc: int
+    cleanup_runs: int
+    max_sessions: int
+    memory: int
+
+
+def _positive(name: str, value: Any) -> float:
+    if not isinstance(value, int | float) or isinstance(value, bool) or value <= 0:
+        raise ValueError(f"{name} must be a positive number, got {value!r}")
+    return float(value)
+
+
+def _check_id(session_id: Any) -> str:
+    if not isinstance(session_id, str) or not session_id:
+        raise TypeError(f"session id must be a non-empty string, got {session_id!r}")
+    return session_id
+
+
+class SessionStore:
+    """See the module docstring."""
+
+    def __init__(
+        self,
+        ttl: float = 3600,
+        sweep_interval: float = 60,
+        max_sessions: int = 10_000,
+        shards: int = 16,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+        heartbeat_timeout: float | None = None,
+        sweep_chunk: int = 2_000,
+    ) -> None:
+        self.ttl = _positive("ttl", ttl)
+        self.sweep_interval = _positive("sweep_interval", sweep_interval)
+        if not isinstance(max_sessions, int) or isinstance(max_sessions, bool) or max_sessions < 0:
+            raise ValueError(f"max_sessions must be an int >= 0, got {max_sessions!r}")
+        self.max_sessions = max_sessions
+        self.heartbeat_timeout = (
+            None if heartbeat_timeout is None else _positive("heartbeat_timeout", heartbeat_timeout)
+        )
+        self.sweep_chunk = int(_positive("sweep_chunk", sweep_chunk))
+        self.clock = clock
+        self._table = Table(shards)
+        self._count = 0  # sessions held, expired or not: what the quota counts
+        self._count_lock = threading.Lock()
+        self._counters = {"created": 0, "deleted": 0, "expired": 0, "gc": 0, "cleanup_runs": 0}
+        self._hooks: list[RemovalHook] = []
+        self._sweeper: asyncio.Task[None] | None = None
+
+    # -- creation ---------------------------------------------------------------------------
+    def create(
+        self, session_id: str, ttl: float | None = None, metadata: dict[str, Any] | None = None
+    ) -> Session:
+        _check_id(session_id)
+        life = self.ttl if ttl is None else _positive("ttl", ttl)
+        if metadata is not None and not isinstance(metadata, dict):
+            raise TypeError(f"metadata must be a dict, got {metadata!r}")
+        with self._count_lock:
+            if self._count >= self.max_sessions:
+                raise SessionQuotaExceeded(
+                    f"cannot create session {session_id!r}: the store holds "
+                    f"{self._count} sessions (max_sessions={self.max_sessions})"
+                )
+            self._count += 1  # reserved: released below if the id is taken
+        now = self.clock()
+        session = Session(session_id, life, time.time(), now, dict(metadata or {}))
+        session.last_heartbeat = now
+        t = self._table
+        i = t._slot(session_id)
+        expired: Session | None = None
+        with t._locks[i]:
+            shard = t._shards[i]
+            old = shard.get(session_id)
+            if old is not None and not old.expired(now):
+                taken = True
+            else:
+                taken = False
+                expired = old
+                shard[session_id] = session
+        if taken or expired is not None:
+            with self._count_lock:
+                self._count -= 1  # the reservation (taken) or the expired one replaced
+        if taken:
+            raise SessionExists(f"session {session_id!r} already exists")
+        self._bump("created")
+        if expired is not None:
+            self._bump("expired")
+            self._notify(session_id, "expired", expired)
+        return session
+
+    def get_or_create(
+        self, session_id: str, ttl: float | None = None, metadata: dict[str, Any] | None = None
+    ) -> Session:
+        try:
+            return self.get(session_id)
+        except SessionNotFound:
+            pass
+        try:
+            return self.create(session_id, ttl, metadata)
+        except SessionExists:  # another thread created it meanwhile
+            return self.get(session_id)
+
+    # -- access -----------------------------------------------------------------------------
+    def _live(self, session_id: str, touch: bool, fn: Callable[[Session], Any] | None) -> Any:
+        """Run under the shard lock on the live session; drop it if it expired."""
+        _check_id(session_id)
+        t = self._table
+        i = t._slot(session_id)
+        now = self.clock()
+        with t._locks[i]:
+            shard = t._shards[i]
+            session = shard.get(session_id)
+            if session is not None and session.expired(now):
+                del shard[session_id]
+                dead, session = session, None
+            else:
+                dead = None
+            if session is not None:
+                if touch:
+                    session.last_accessed = now
+                    session.stats["accesses"] = session.stats.get("accesses", 0) + 1
+                result = fn(session) if fn is not None else session
+                if isinstance(result, Session) and fn is not None:
+                    shard[session_id] = result
+        if dead is not None:
+            self._forget(session_id, "expired", dead)
+        if session is None:
+            raise SessionNotFound(f"no live session {session_id!r}")
+        return result
+
+    def get(self, session_id: str) -> Session:
+        """The live session (touched: its TTL restarts); `SessionNotFound` otherwise."""
+        return self._live(session_id, True, None)  # type: ignore[no-any-return]
+
+    def peek(self, session_id: str) -> Session:
+        """Like `get`, without touching it."""
+        return self._live(session_id, False, None)  # type: ignore[no-any-return]
+
+    def touch(self, session_id: str) -> None:
+        self._live(session_id, True, None)
+
+    def update(self, session_id: str, fn: Callable[[Session], Any]) -> Session:
+        """Run ``fn(session)`` atomically (a returned Session replaces it); returns the session."""
+        self._live(session_id, True, fn)
+        return self.peek(session_id)
+
+    def set_affinity(self, session_id: str, worker_id: str | None) -> None:
+        def assign(s: Session) -> None:
+            s.last_worker_id = worker_id
+
+        self._live(session_id, True, assign)
+
+    def heartbeat(self, session_id: str) -> None:
+        now = self.clock()
+
+        def beat(s: Session) -> None:
+            s.last_heartbeat = now
+
+        self._live(session_id, True, beat)
+
+    def set_awaiting_input(self, session_id: str, awaiting: bool = True) -> None:
+        now = self.clock()
+
+        def mark(s: Session) -> None:
+            s.awaiting_input = awaiting
+            s.last_heartbeat = now
+
+        self._live(session_id, True, mark)
+
+    def delete(self, session_id: str) -> bool:
+        """Remove a session; True if a live one was there."""
+        _check_id(session_id)
+        session = self._table.take(session_id)
+        if session is None:
+            return False
+        reason = "expired" if session.expired(self.clock()) else "deleted"
+        self._forget(session_id, reason, session)
+        return reason == "deleted"
+
+    def __contains__(self, session_id: str) -> bool:
+        try:
+            self.peek(session_id)
+        except (SessionNotFound, TypeError):
+            return False
+        return True
+
+    def __len__(self) -> int:
+        return self._count
+
+    def ids(self) -> list[str]:
+        now = self.clock()
+        return [k for k, s in self._table if not s.expired(now)]
+
+    # -- removal bookkeeping ----------------------------------------------------------------
+    def _bump(self, counter: str, n: int = 1) -> None:
+        with self._count_lock:
+            self._counters[counter] += n
+
+    def _forget(self, session_id: str, reason: str, session: Session) -> None:
+        with self._count_lock:
+            self._count -= 1
+            self._counters[reason] += 1
+        self._notify(session_id, reason, session)
+
+    def on_remove(self, hook: RemovalHook) -> Callable[[], None]:
+        """Call `hook(session_id, reason, session)` on every removal; returns an unsubscribe."""
+        if not callable(hook):
+            raise TypeError(f"hook must be callable, got {hook!r}")
+        self._hooks.append(hook)
+        return lambda: self._hooks.remove(hook) if hook in self._hooks else None
+
+    def _notify(self, session_id: str, reason: str, session: Session) -> None:
+        for hook in list(self._hooks):
+            try:
+                hook(session_id, reason, session)
+            except Exception:
+                _log.exception("session removal hook %r failed", hook)
+
+    # -- sweeping -----------------------------------------------------------------------------
+    def _doomed(self, session: Session, now: float) -> str | None:
+        if session.expired(now):
+            return "expired"
+        hb = self.heartbeat_timeout
+        if hb is not None and session.awaiting_input and now - session.last_heartbeat > hb:
+            return "gc"
+        return None
+
+    def _sweep_keys(self, index: int, keys: list[str], now: float) -> int:
+        t = self._table
+        removed: list[tuple[str, str, Session]] = []
+        with t._locks[index]:
+            shard = t._shards[index]
+            for key in keys:
+                session = shard.get(key)
+                if session is None:
+                    continue
+                reason = self._doomed(session, now)
+                if reason is not None:
+                    del shard[key]
+                    removed.append((key, reason, session))
+        for key, reason, session in removed:
+            self._forget(key, reason, session)
+        return len(removed)
+
+    def _shard_keys(self, index: int) -> list[str]:
+        t = self._table
+        with t._locks[index]:
+            return list(t._shards[index])
+
+    def sweep(self) -> int:
+        """Remove expired (and heartbeat-abandoned) sessions now; returns how many."""
+        now = self.clock()
+        removed = sum(
+            self._sweep_keys(i, self._shard_keys(i), now) for i in range(self._table.shard_count)
+        )
+        self._bump("cleanup_runs")
+        return removed
+
+    async def sweep_async(self) -> int:
+        """`sweep`, yielding to the loop every `sweep_chunk` sessions."""
+        now = self.clock()
+        removed = 0
+        chunk = self.sweep_chunk
+        for i in range(self._table.shard_count):
+            keys = self._shard_keys(i)
+            for at in range(0, len(keys), chunk):
+                removed += self._sweep_keys(i, keys[at : at + chunk], now)
+                await asyncio.sleep(0)
+        self._bump("cleanup_runs")
+        return removed
+
+    def start(self) -> None:
+        """Start background sweeps every `sweep_interval` s (needs a running loop)."""
+        if self._sweeper is None or self._sweeper.done():
+            self._sweeper = asyncio.get_running_loop().create_task(self._sweep_forever())
+
+    async def stop(self) -> None:
+        """Stop background sweeps and wait for the sweeper to finish (no task left behind)."""
+        task, self._sweeper = self._sweeper, None
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+    async def __aenter__(self) -> SessionStore:
+        self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.stop()
+
+    async def _sweep_forever(self) -> None:
+        while True:
+            await asyncio.sleep(self.sweep_interval)
+            try:
+                await self.sweep_async()
+            except Exception:
+                _log.exception("session sweep failed")
+
+    # -- introspection ------------------------------------------------------------------------
+    def stats(self) -> StoreStats:
+        with self._count_lock:
+            c = dict(self._counters)
+            current = self._count
+        return StoreStats(
+            current_sessions=current,
+            sessions_created=c["created"],
+            sessions_deleted=c["deleted"],
+            sessions_expired=c["expired"],
+            sessions_gc=c["gc"],
+            cleanup_runs=c["cleanup_runs"],
+            max_sessions=self.max_sessions,
+            memory=self._table.info().memory,
+        )
+
+    # -- persistence (see aiotp.session_store.snapshot) -------------------------------------
+    def snapshot(self, path: str) -> int:
+        from aiotp.session_store.snapshot import write_snapshot
+
+        return write_snapshot(self, path)
+
+    @classmethod
+    def restore(cls, path: str, **options: Any) -> SessionStore:
+        from aiotp.session_store.snapshot import read_snapshot
+
+        return read_snapshot(cls, path, **options)
+
+    def _adopt(self, session: Session) -> None:
+        """Put a restored session in (quota-checked)."""
+        with self._count_lock:
+            if self._count >= self.max_sessions:
+                raise SessionQuotaExceeded(f"restore exceeds max_sessions={self.max_sessions}")
+            self._count += 1
+        self._table.insert(session.id, session)
