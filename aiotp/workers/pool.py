@@ -268,7 +268,7 @@ class PoolSupervisor(Supervisor):
     def on_exit(self, reason: Any) -> None:
         from aiotp.workers.api import registry
 
-        pool = getattr(self, "pool", None)
+        pool: Pool | None = getattr(self, "pool", None)
         if pool is None:
             return
         pools = registry(self.runtime).pools

@@ -379,7 +379,7 @@ async def start_process_worker(
         loop.add_reader(worker._pidfd, worker._exited)
     _, worker._stderr = await loop.connect_read_pipe(_StderrTail, os.fdopen(err_r, "rb", 0))
     transport, _ = await loop.connect_accepted_socket(lambda: _Protocol(worker), sock=parent_sock)
-    worker._transport = transport  # type: ignore[assignment]
+    worker._transport = transport
     try:
         await asyncio.wait_for(asyncio.shield(worker.ready), start_timeout)
     except BaseException as exc:

@@ -39,7 +39,7 @@ _packer_options = {"use_bin_type": True, "strict_types": False, "datetime": Fals
 def pack(frame: list[Any], max_frame: int = DEFAULT_MAX_FRAME) -> bytes:
     """Encode one frame; `SerializationError` names what msgpack cannot carry."""
     try:
-        body = msgpack.packb(frame, **_packer_options)
+        body: bytes = msgpack.packb(frame, **_packer_options)
     except (TypeError, ValueError, OverflowError) as exc:
         target = frame[3] if frame and frame[0] == REQUEST and len(frame) > 3 else frame
         raise SerializationError(

@@ -24,7 +24,6 @@ import os
 import signal
 import socket
 import struct
-import sys
 
 import msgpack
 
@@ -82,4 +81,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    main()
