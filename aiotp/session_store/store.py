@@ -112,37 +112,46 @@ class SessionStore:
         life = self.ttl if ttl is None else _positive("ttl", ttl)
         if metadata is not None and not isinstance(metadata, dict):
             raise TypeError(f"metadata must be a dict, got {metadata!r}")
+        now = self.clock()
+        session = Session(session_id, life, time.time(), now, dict(metadata or {}))
+        session.last_heartbeat = now
+        t = self._table
+        i = t._slot(session_id)
+        # An expired session of the same id is replaced in place: it already holds a quota place.
+        with t._locks[i]:
+            shard = t._shards[i]
+            old = shard.get(session_id)
+            if old is not None and not old.expired(now):
+                raise SessionExists(f"session {session_id!r} already exists")
+            if old is not None:
+                shard[session_id] = session
+        if old is not None:
+            self._bump("created")
+            self._bump("expired")
+            self._notify(session_id, "expired", old)
+            return session
         with self._count_lock:
             if self._count >= self.max_sessions:
                 raise SessionQuotaExceeded(
                     f"cannot create session {session_id!r}: the store holds "
                     f"{self._count} sessions (max_sessions={self.max_sessions})"
                 )
-            self._count += 1  # reserved: released below if the id is taken
-        now = self.clock()
-        session = Session(session_id, life, time.time(), now, dict(metadata or {}))
-        session.last_heartbeat = now
-        t = self._table
-        i = t._slot(session_id)
-        expired: Session | None = None
+            self._count += 1  # reserved before insertion: concurrent creators cannot overshoot
         with t._locks[i]:
             shard = t._shards[i]
-            old = shard.get(session_id)
-            if old is not None and not old.expired(now):
-                taken = True
-            else:
-                taken = False
-                expired = old
+            raced = shard.get(session_id)
+            taken = raced is not None and not raced.expired(now)
+            if not taken:
                 shard[session_id] = session
-        if taken or expired is not None:
+        if taken or raced is not None:
             with self._count_lock:
-                self._count -= 1  # the reservation (taken) or the expired one replaced
+                self._count -= 1  # our reservation (taken), or the expired one we replaced
         if taken:
             raise SessionExists(f"session {session_id!r} already exists")
         self._bump("created")
-        if expired is not None:
+        if raced is not None:
             self._bump("expired")
-            self._notify(session_id, "expired", expired)
+            self._notify(session_id, "expired", raced)
         return session
 
     def get_or_create(

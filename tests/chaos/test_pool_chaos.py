@@ -60,7 +60,11 @@ def _children_of(pid: int) -> set[int]:
 
 
 async def _run_callers(
-    rt: aiotp.Runtime, pool: str, tool: str, args: dict[str, Any], outcomes: collections.Counter[str]
+    rt: aiotp.Runtime,
+    pool: str,
+    tool: str,
+    args: dict[str, Any],
+    outcomes: collections.Counter[str],
 ) -> float:
     per_caller = CALLS // CALLERS
     worst = 0.0
