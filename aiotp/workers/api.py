@@ -52,7 +52,10 @@ class PoolRegistry:
 
 
 def registry(rt: Runtime) -> PoolRegistry:
-    return rt.extension("aiotp.pools", PoolRegistry)
+    reg = rt._extensions.get("aiotp.pools")  # the hot path: one dict lookup
+    if reg is None:
+        reg = rt.extension("aiotp.pools", PoolRegistry)
+    return reg  # type: ignore[no-any-return]
 
 
 async def start_pool(rt: Runtime, name: str, adapter: Any, **options: Any) -> ActorRef:

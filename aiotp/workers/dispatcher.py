@@ -49,12 +49,14 @@ class WorkerSlot:
         "worker_id",
     )
 
-    def __init__(self, handle: Any, index: int, ref: Any = None) -> None:
+    def __init__(self, handle: Any, index: int, ref: Any = None, pipeline: int = 1) -> None:
         self.handle = handle
         self.worker_id: str = handle.worker_id
         self.index = index
         self.ref = ref
-        self.capacity: int = max(1, int(handle.capacity))
+        # Requests it may hold: what it runs at once, times the pipeline depth (process only).
+        depth = pipeline if getattr(handle, "pid", None) is not None else 1
+        self.capacity: int = max(1, int(handle.capacity)) * depth
         self.in_flight = 0
         self.requests = 0
         self.errors = 0

@@ -129,6 +129,10 @@ class ProcessWorker:
         self._stderr: _StderrTail | None = None
         self._pidfd: int | None = None
         self._popen: subprocess.Popen[bytes] | None = None
+        # Writes made in one loop iteration go out as one (see _send).
+        self._out: list[bytes] | None = None
+        # Coarse timeouts: requests whose deadlines fall in the same 10 ms share one timer.
+        self._buckets: dict[int, list[tuple[int, str, float]]] = {}
 
     def __repr__(self) -> str:
         return f"<ProcessWorker {self.worker_id} pid={self.pid} in_flight={self.in_flight}>"
@@ -213,21 +217,44 @@ class ProcessWorker:
         data = p.pack(frame, self.max_frame)  # SerializationError before anything is written
         if self.closed.done() or self._transport is None:
             raise WorkerCrashed(f"worker {self.worker_id} is gone", self.worker_id)
-        self._transport.write(data)
+        # The first frame of a loop iteration is written at once (no added latency for a lone
+        # request); frames that follow in the same iteration are joined into one write at its
+        # end: 64 pipelined requests cost one syscall, not 64.
+        if self._out is None:
+            self._transport.write(data)
+            self._out = []
+            self._loop.call_soon(self._flush)
+        else:
+            self._out.append(data)
+
+    def _flush(self) -> None:
+        out, self._out = self._out, None
+        if out and self._transport is not None and not self.closed.done():
+            self._transport.write(b"".join(out))
+
+    def _arm_timeout(self, rid: int, timeout: float, what: str) -> None:
+        deadline = self._loop.time() + timeout
+        slot = int(deadline * 100) + 1  # never early: rounded up to the next 10 ms
+        bucket = self._buckets.get(slot)
+        if bucket is None:
+            bucket = self._buckets[slot] = []
+            self._loop.call_at(slot / 100, self._expire_bucket, slot)
+        bucket.append((rid, what, timeout))
+
+    def _expire_bucket(self, slot: int) -> None:
+        for rid, what, timeout in self._buckets.pop(slot, ()):
+            fut = self._pending.pop(rid, None)
+            if fut is not None and not fut.done():
+                fut.set_exception(CallTimeout(f"{what} got no answer within {timeout} s"))
 
     async def _wait(
         self, fut: asyncio.Future[Any], rid: int, timeout: float | None, what: str
     ) -> Any:
-        if timeout is None:
-            try:
-                return await fut
-            finally:
-                self._pending.pop(rid, None)
-        handle = self._loop.call_later(timeout, _expire, fut, what, timeout)
+        if timeout is not None:
+            self._arm_timeout(rid, timeout, what)
         try:
             return await fut
         finally:
-            handle.cancel()
             self._pending.pop(rid, None)
 
     async def request(self, tool: str, args: dict[str, Any], timeout: float | None) -> Any:
