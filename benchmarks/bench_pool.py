@@ -139,7 +139,7 @@ async def raw_pipelined(n: int, in_flight: int, procs: int) -> float:
         await asyncio.gather(*(lane(k) for k in range(in_flight)))
         return n / (time.perf_counter() - t0)
     finally:
-        for transport, _, proc in clients:
+        for transport, _, _proc in clients:
             transport.close()
         for _, _, proc in clients:
             await asyncio.get_running_loop().run_in_executor(None, proc.wait)

@@ -55,7 +55,7 @@ def registry(rt: Runtime) -> PoolRegistry:
     reg = rt._extensions.get("aiotp.pools")  # the hot path: one dict lookup
     if reg is None:
         reg = rt.extension("aiotp.pools", PoolRegistry)
-    return reg  # type: ignore[no-any-return]
+    return reg
 
 
 async def start_pool(rt: Runtime, name: str, adapter: Any, **options: Any) -> ActorRef:
