@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -25,11 +26,29 @@ def test_actors_tour_runs() -> None:
     assert "Down  from 'victim': reason='killed'" in out.stdout
 
 
+def test_supervision_tree_example_runs() -> None:
+    out = _run("supervision_tree.py")
+    assert out.returncode == 0, out.stderr
+    assert "gave up (exit reason 'shutdown')" in out.stdout
+
+
+def test_pool_examples_run() -> None:
+    thread = _run("pool_thread.py")
+    assert thread.returncode == 0, thread.stderr
+    assert "session 'alice' sticks to worker" in thread.stdout
+    process = _run("pool_process.py")
+    assert process.returncode == 0, process.stderr
+    assert "every call got a result or a typed error" in process.stdout
+
+
 @pytest.mark.slow
 def test_demo_runs_every_part_and_exits_zero() -> None:
+    started = time.monotonic()
     out = _run("demo.py")
     assert out.returncode == 0, out.stdout + out.stderr
     assert "all parts ok" in out.stdout
+    assert "report: {'calls': 4000" in out.stdout
+    assert time.monotonic() - started < 30
 
 
 def test_public_exports_are_pinned() -> None:
