@@ -7,6 +7,7 @@ Run it alone with ``python examples/supervision_tree.py``; the demo runs it as o
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from typing import Any
 
 import aiotp
@@ -34,10 +35,8 @@ async def render(sup: aiotp.SupervisorRef, indent: int = 0) -> list[str]:
 
 
 async def crash(ref: aiotp.ActorRef) -> None:
-    try:
+    with contextlib.suppress(RuntimeError):
         await ref.call("crash")
-    except RuntimeError:
-        pass
     while ref.alive:
         await asyncio.sleep(0)
 
