@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextlib
 import os
 import signal
 import sys
@@ -66,10 +67,8 @@ async def aiotp_restart(n: int) -> float:
             assert ref is not None
             BORN.append(loop.create_future())
             t0 = time.perf_counter()
-            try:
+            with contextlib.suppress(RuntimeError):
                 await ref.call("crash")
-            except RuntimeError:
-                pass
             ref = await BORN[-1]
             await ref.call("ping")
             total += time.perf_counter() - t0
@@ -95,10 +94,8 @@ async def bare_task_restart(n: int) -> float:
         t0 = time.perf_counter()
         fut = loop.create_future()
         inbox.put_nowait(("crash", fut))
-        try:
+        with contextlib.suppress(RuntimeError):
             await task
-        except RuntimeError:
-            pass
         fut.exception()
         inbox = asyncio.Queue()
         task = asyncio.create_task(child(inbox))  # the "restart"
@@ -138,10 +135,8 @@ def ppe_rebuild(n: int) -> Callable[[], float]:
             pid = next(iter(ex._processes))  # type: ignore[attr-defined]
             t0 = time.perf_counter()
             os.kill(pid, signal.SIGKILL)
-            try:
+            with contextlib.suppress(concurrent.futures.process.BrokenProcessPool):
                 ex.submit(abs, 1).result()
-            except concurrent.futures.process.BrokenProcessPool:
-                pass
             ex.shutdown(wait=False)
             ex = concurrent.futures.ProcessPoolExecutor(1)
             ex.submit(abs, 1).result()
