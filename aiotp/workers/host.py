@@ -30,7 +30,11 @@ from aiotp.workers import protocol as p
 from aiotp.workers.adapter import load_adapter
 from aiotp.workers.invoke import Toolbox, describe_failure
 
-__all__ = ["die_with_parent", "serve"]
+__all__ = ["current_socket", "die_with_parent", "serve"]
+
+#: The socket this worker serves on (set once serving). For tests that must misbehave on the
+#: wire; adapters have no business touching it.
+current_socket: socket.socket | None = None
 
 
 def die_with_parent(expected_parent: int | None) -> None:
@@ -214,6 +218,8 @@ def serve(sock: socket.socket, adapter: str, threads: int, max_frame: int, worke
         os._exit(1)
     # A non-thread-safe adapter is never entered twice at once, whatever the thread count.
     threads = threads if cls.thread_safe else 1
+    global current_socket
+    current_socket = sock
     sock.sendall(p.pack([p.READY, 0, os.getpid(), box.names, threads]))
     host = _Host(sock, box, threads, max_frame)
     host.run()

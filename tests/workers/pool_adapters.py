@@ -51,6 +51,15 @@ class Echo(aiotp.Adapter):
             yield i
 
     @aiotp.tool
+    def garbage(self) -> None:
+        """Breaks the wire protocol on purpose: a frame header announcing 4 GiB."""
+        from aiotp.workers import host
+
+        assert host.current_socket is not None
+        host.current_socket.sendall(b"\xff\xff\xff\xffnot msgpack")
+        time.sleep(3600)
+
+    @aiotp.tool
     async def async_echo(self, value: Any = None) -> Any:
         return value
 
