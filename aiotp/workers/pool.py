@@ -265,6 +265,13 @@ class PoolSupervisor(Supervisor):
         ]
         await super().init(children)
 
+    async def terminate(self, reason: Any) -> None:
+        await super().terminate(reason)  # workers first, then their template process
+        pool: Pool | None = getattr(self, "pool", None)
+        if pool is not None and pool.zygote is not None:
+            zygote, pool.zygote = pool.zygote, None
+            await zygote.aclose()
+
     def on_exit(self, reason: Any) -> None:
         from aiotp.workers.api import registry
 

@@ -118,3 +118,20 @@ class Zygote:
         self._ctrl.close()
         with contextlib.suppress(Exception):
             self._proc.terminate()
+
+    async def aclose(self, timeout: float = 2.0) -> None:
+        """`close`, then wait for the zygote to exit and reap it (SIGKILL after `timeout`)."""
+        self.close()
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while self._proc.poll() is None:
+            if loop.time() > deadline:
+                with contextlib.suppress(Exception):
+                    self._proc.kill()
+                await loop.run_in_executor(None, self._proc.wait)
+                break
+            await asyncio.sleep(0.002)
+        if self._pidfd is not None:
+            loop.remove_reader(self._pidfd)
+            os.close(self._pidfd)
+            self._pidfd = None

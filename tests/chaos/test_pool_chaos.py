@@ -59,6 +59,34 @@ def _children_of(pid: int) -> set[int]:
     return found
 
 
+class ChaosMonkey(aiotp.Actor):
+    """Every 100 ms: SIGKILL a random worker of the pool, or (1 in 10) SIGSTOP one."""
+
+    async def init(self, pool: str, seed: int) -> None:
+        self.pool = pool
+        self.rng = random.Random(seed)
+        self.faults: collections.Counter[str] = collections.Counter()
+        self.pids: set[int] = set()
+        self.last_fault = time.monotonic()
+        self.send_after(0.1, "strike")
+
+    async def handle_info(self, msg: Any) -> None:
+        self.send_after(0.1, "strike")
+        workers = [w for w in self.runtime.pool_stats(self.pool).workers if w.pid]
+        if not workers:
+            return
+        victim = self.rng.choice(workers)
+        assert victim.pid is not None
+        self.pids.add(victim.pid)
+        sig = signal.SIGSTOP if self.rng.random() < 0.1 else signal.SIGKILL
+        try:
+            os.kill(victim.pid, sig)
+        except ProcessLookupError:
+            return
+        self.faults[sig.name] += 1
+        self.last_fault = time.monotonic()
+
+
 async def _run_callers(
     rt: aiotp.Runtime,
     pool: str,
@@ -92,7 +120,6 @@ async def _run_callers(
 
 async def test_process_pool_under_sigkill_and_sigstop_chaos() -> None:
     outcomes: collections.Counter[str] = collections.Counter()
-    seen_pids: set[int] = set()
     async with aiotp.Runtime(shutdown_timeout=5.0) as rt:
         await rt.start_pool(
             "chaos",
@@ -106,33 +133,11 @@ async def test_process_pool_under_sigkill_and_sigstop_chaos() -> None:
             checkout_timeout=CALL_TIMEOUT,
             max_queue=CALLS,
         )
-        rng = random.Random(1234)
-        stop_chaos = asyncio.Event()
-        faults = collections.Counter[str]()
-        last_fault = time.monotonic()
-
-        async def chaos() -> None:
-            nonlocal last_fault
-            while not stop_chaos.is_set():
-                await asyncio.sleep(0.1)
-                workers = [w for w in rt.pool_stats("chaos").workers if w.pid]
-                if not workers:
-                    continue
-                victim = rng.choice(workers)
-                assert victim.pid is not None
-                seen_pids.add(victim.pid)
-                sig = signal.SIGSTOP if rng.random() < 0.1 else signal.SIGKILL
-                try:
-                    os.kill(victim.pid, sig)
-                except ProcessLookupError:
-                    continue
-                faults[sig.name] += 1
-                last_fault = time.monotonic()
-
-        chaos_task = asyncio.create_task(chaos())
-        worst = await _run_callers(rt, "chaos", "echo", {"value": 1}, outcomes)
-        stop_chaos.set()
-        await chaos_task
+        monkey = await rt.spawn(ChaosMonkey, "chaos", 1234)
+        worst = await _run_callers(rt, "chaos", "sleep", {"seconds": 0.002}, outcomes)
+        chaos: Any = monkey._actor
+        faults, seen_pids, last_fault = chaos.faults, chaos.pids, chaos.last_fault
+        await rt.stop(monkey)
         await wait_until(
             lambda: (s := rt.pool_stats("chaos")).live == 4 and s.busy == 0, timeout=10
         )
@@ -149,11 +154,12 @@ async def test_process_pool_under_sigkill_and_sigstop_chaos() -> None:
         assert not [k for k in outcomes if k.startswith("UNTYPED")], outcomes
         assert sum(outcomes.values()) == CALLS
         assert outcomes["ok"] > CALLS // 2
+        assert sum(faults.values()) >= 10, faults  # the chaos really ran during the load
         assert healed_in < 1.0 + 0.5  # back to full size within ~1 s of the last fault
         assert stats.restarts >= faults["SIGKILL"] // 2
     for pid in seen_pids:  # SIGSTOPped ones too: the process table, not the pool's view
         await wait_until(lambda pid=pid: not _process_alive(pid), timeout=3)
-    assert not _children_of(os.getpid()) - set()
+    await wait_until(lambda: not _children_of(os.getpid()), timeout=3)  # zygotes included
 
 
 async def test_thread_pool_with_tools_that_raise_and_hang() -> None:
