@@ -327,6 +327,16 @@ class Runtime:
 
         return api.stream(self, pool, tool, args, timeout, session)
 
+    @staticmethod
+    def run(
+        main: Callable[[Runtime], Awaitable[T]] | Awaitable[T],
+        *,
+        uvloop: bool | None = None,
+        **runtime_options: Any,
+    ) -> T:
+        """`aiotp.run` as a method: ``aiotp.Runtime.run(main)``."""
+        return run(main, uvloop=uvloop, **runtime_options)
+
     # -- shutdown ----------------------------------------------------------------------
     async def shutdown(self) -> None:
         """Stop everything (see the module docstring); idempotent."""

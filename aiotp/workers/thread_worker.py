@@ -19,12 +19,14 @@ import contextlib
 import itertools
 import logging
 import queue
+import sys
 import threading
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
+from aiotp.runtime import telemetry
 from aiotp.runtime.errors import CallTimeout
-from aiotp.workers.adapter import Adapter, load_adapter
+from aiotp.workers.adapter import THREAD_UNSAFE_MODULES, Adapter, load_adapter
 from aiotp.workers.errors import ToolError, UnknownTool, WorkerCrashed, WorkerStartError
 from aiotp.workers.invoke import Toolbox, ToolFailure, describe_failure
 
@@ -35,6 +37,22 @@ _abandoned = itertools.count()
 _abandoned_total = 0
 _abandoned_lock = threading.Lock()
 _STOP = object()
+
+
+_warned_once: set[str] = set()
+
+
+def _safety_warning(message: str, worker_id: str, kind: str) -> None:
+    """Logged once per kind and adapter message, and emitted as telemetry."""
+    if message in _warned_once:
+        return
+    _warned_once.add(message)
+    _log.warning("%s", message)
+    telemetry.execute(
+        ("aiotp", "pool", "safety", "warning"),
+        {"count": 1},
+        {"worker_id": worker_id, "kind": kind, "message": message},
+    )
 
 
 def abandoned_threads() -> int:
@@ -162,11 +180,22 @@ class ThreadWorker:
     def _warn_concurrent(self) -> None:
         if not self._warned:
             self._warned = True
-            _log.warning(
-                "adapter %s is not thread_safe but was entered concurrently on worker %s; "
-                "calls are serialised",
-                self.adapter_cls.__name__,
+            _safety_warning(
+                f"adapter {self.adapter_cls.__name__} is not thread_safe but was entered "
+                f"concurrently on worker {self.worker_id}; calls are serialised",
                 self.worker_id,
+                "concurrent_entry",
+            )
+
+    def _check_unsafe_imports(self) -> None:
+        loaded = [m for m in THREAD_UNSAFE_MODULES if m in sys.modules]
+        if loaded:
+            _safety_warning(
+                f"threaded adapter {self.adapter_cls.__name__} runs with {', '.join(loaded)} "
+                "loaded, documented as unsafe to share between threads: guard its objects with "
+                "self.lock or keep them in self.thread_local",
+                self.worker_id,
+                "unsafe_module",
             )
 
     # -- the handle interface ---------------------------------------------------------------
@@ -178,6 +207,8 @@ class ThreadWorker:
 
         try:
             self.toolbox = await self._submit(build, timeout, f"setup of {self.worker_id}")
+            if self.adapter_cls.safety_checks and self.adapter_cls.thread_safe and self.threads > 1:
+                self._check_unsafe_imports()
         except BaseException as exc:
             self.kill()
             raise WorkerStartError(

@@ -255,3 +255,26 @@ def _alive(pid: int) -> bool:
 
 def _unused(*_: Any) -> None:
     return None
+
+
+async def test_safety_checks_warn_once_about_unsafe_modules(
+    rt: aiotp.Runtime, caplog: pytest.LogCaptureFixture
+) -> None:
+    import sqlite3  # noqa: F401  (documented as unsafe to share between threads)
+
+    class Checked(aiotp.Adapter):
+        thread_safe = True
+        safety_checks = True
+
+        @aiotp.tool
+        def noop(self) -> None:
+            return None
+
+    seen: list[Any] = []
+    aiotp.telemetry.attach("safety", ("aiotp", "pool", "safety"), lambda e, m, md: seen.append(md))
+    try:
+        await rt.start_pool("checked", Checked, profile="thread", size=2, threads_per_worker=4)
+    finally:
+        aiotp.telemetry.detach("safety")
+    assert [md["kind"] for md in seen] == ["unsafe_module"]  # once, not once per worker
+    assert "sqlite3" in caplog.text
