@@ -16,9 +16,15 @@ from typing import Any, NamedTuple
 
 from aiotp.runtime import telemetry
 from aiotp.runtime.actor import Actor
-from aiotp.runtime.messages import Exit, is_normal_exit
-from aiotp.runtime.ref import ActorRef
-from aiotp.supervisors.errors import StartChildError
+from aiotp.runtime.messages import NOREPLY, Exit, is_normal_exit
+from aiotp.runtime.ref import ActorRef, Caller
+from aiotp.supervisors.errors import (
+    ChildRunning,
+    DuplicateChild,
+    MaxChildren,
+    StartChildError,
+    UnknownChild,
+)
 from aiotp.supervisors.intensity import RestartIntensity
 from aiotp.supervisors.spec import ChildSpec
 
@@ -211,6 +217,46 @@ class SupervisorCore(Actor):
                 {"count": 1},
                 {"supervisor": self.ref, "child_id": child.spec.id, "ref": child.ref, **meta},
             )
+
+    # -- the API, as messages (SupervisorRef's methods send them) ----------------------------
+    async def handle_call(self, msg: Any, caller: Caller) -> Any:
+        if not (isinstance(msg, tuple) and len(msg) in (1, 2) and isinstance(msg[0], str)):
+            return await self.handle_other_call(msg, caller)
+        try:
+            return await self._operation(msg[0], msg[1] if len(msg) == 2 else None)
+        except (
+            DuplicateChild,
+            UnknownChild,
+            ChildRunning,
+            MaxChildren,
+            StartChildError,
+            TypeError,
+        ) as exc:
+            caller.fail(exc)  # the caller's mistake: tell them, do not crash the supervisor
+            return NOREPLY
+
+    async def _operation(self, op: str, arg: Any) -> Any:
+        """One API operation; subclasses add theirs and defer to this for the shared ones."""
+        if op == "$which_children":
+            return self._which_children()
+        if op == "$count_children":
+            return self._count_children()
+        if op == "$start_child":
+            return await self._start_new(arg)
+        if op == "$terminate_child":
+            return await self._terminate(arg)
+        raise TypeError(f"{type(self).__name__} has no operation {op!r}")
+
+    async def handle_other_call(self, msg: Any, caller: Caller) -> Any:
+        """Calls that are not supervisor operations (for subclasses); refused by default."""
+        caller.fail(TypeError(f"{type(self).__name__} {self.ref!r} does not understand {msg!r}"))
+        return NOREPLY
+
+    async def _start_new(self, spec: ChildSpec) -> ActorRef:
+        raise NotImplementedError
+
+    async def _terminate(self, child: Any) -> None:
+        raise NotImplementedError
 
     # -- introspection --------------------------------------------------------------------
     def _which_children(self) -> list[ChildInfo]:

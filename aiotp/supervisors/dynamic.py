@@ -22,10 +22,9 @@ import itertools
 from collections.abc import Sequence
 from typing import Any
 
-from aiotp.runtime.messages import NOREPLY
-from aiotp.runtime.ref import ActorRef, Caller
+from aiotp.runtime.ref import ActorRef
 from aiotp.supervisors.core import SupervisorCore, _Child
-from aiotp.supervisors.errors import MaxChildren, StartChildError, UnknownChild
+from aiotp.supervisors.errors import MaxChildren, UnknownChild
 from aiotp.supervisors.refs import SupervisorRef
 from aiotp.supervisors.spec import ChildSpec
 
@@ -61,23 +60,6 @@ class DynamicSupervisor(SupervisorCore):
         self.max_children = max_children
         self.extra_args = tuple(extra_args)
         self._keys = itertools.count()
-
-    async def handle_call(self, msg: Any, caller: Caller) -> Any:
-        op = msg[0] if isinstance(msg, tuple) and msg else None
-        try:
-            if op == "$which_children":
-                return self._which_children()
-            if op == "$count_children":
-                return self._count_children()
-            if op == "$start_child":
-                return await self._start_new(msg[1])
-            if op == "$terminate_child":
-                return await self._terminate(msg[1])
-        except (MaxChildren, UnknownChild, StartChildError, TypeError) as exc:
-            caller.fail(exc)
-            return NOREPLY
-        caller.fail(TypeError(f"DynamicSupervisor does not understand {msg!r}"))
-        return NOREPLY
 
     async def _start_new(self, spec: ChildSpec) -> ActorRef:
         if not isinstance(spec, ChildSpec):

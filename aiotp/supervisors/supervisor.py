@@ -31,10 +31,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from aiotp.runtime.messages import NOREPLY
-from aiotp.runtime.ref import ActorRef, Caller
+from aiotp.runtime.ref import ActorRef
 from aiotp.supervisors.core import SupervisorCore, _Child
-from aiotp.supervisors.errors import ChildRunning, DuplicateChild, StartChildError, UnknownChild
+from aiotp.supervisors.errors import ChildRunning, DuplicateChild, UnknownChild
 from aiotp.supervisors.refs import SupervisorRef
 from aiotp.supervisors.spec import ChildSpec
 
@@ -77,31 +76,12 @@ class Supervisor(SupervisorCore):
                 raise
             started.append(child)
 
-    async def handle_call(self, msg: Any, caller: Caller) -> Any:
-        if not (isinstance(msg, tuple) and msg and isinstance(msg[0], str)):
-            return await self.handle_other_call(msg, caller)
-        op = msg[0]
-        try:
-            if op == "$which_children":
-                return self._which_children()
-            if op == "$count_children":
-                return self._count_children()
-            if op == "$start_child":
-                return await self._start_new(msg[1])
-            if op == "$terminate_child":
-                return await self._terminate(msg[1])
-            if op == "$restart_child":
-                return await self._restart_stopped(msg[1])
-            if op == "$delete_child":
-                return self._delete(msg[1])
-        except (DuplicateChild, UnknownChild, ChildRunning, StartChildError, TypeError) as exc:
-            caller.fail(exc)  # the caller's mistake: tell them, do not crash the supervisor
-            return NOREPLY
-        return await self.handle_other_call(msg, caller)
-
-    async def handle_other_call(self, msg: Any, caller: Caller) -> Any:
-        caller.fail(TypeError(f"supervisor {self.ref!r} does not understand {msg!r}"))
-        return NOREPLY
+    async def _operation(self, op: str, arg: Any) -> Any:
+        if op == "$restart_child":
+            return await self._restart_stopped(arg)
+        if op == "$delete_child":
+            return self._delete(arg)
+        return await super()._operation(op, arg)
 
     async def _start_new(self, spec: ChildSpec) -> ActorRef:
         if not isinstance(spec, ChildSpec):
