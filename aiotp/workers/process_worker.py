@@ -220,12 +220,14 @@ class ProcessWorker:
         # The first frame of a loop iteration is written at once (no added latency for a lone
         # request); frames that follow in the same iteration are joined into one write at its
         # end: 64 pipelined requests cost one syscall, not 64.
-        if self._out is None:
+        if self._out is not None:
+            self._out.append(data)
+        elif not self._pending:
+            self._transport.write(data)  # a lone request: nothing to coalesce with
+        else:
             self._transport.write(data)
             self._out = []
             self._loop.call_soon(self._flush)
-        else:
-            self._out.append(data)
 
     def _flush(self) -> None:
         out, self._out = self._out, None
