@@ -17,7 +17,7 @@ Guarantees and defaults:
 - ``ttl=3600`` s since the last access (Snakepit's default); an expired session is absent at once
   for `get`/`update`/`touch`, and its place in the quota is freed by the next sweep or access.
 - ``sweep_interval=60`` s between background sweeps. `sweep()` is synchronous;
-  `sweep_async()` yields to the loop every ``sweep_chunk`` sessions (default 2,000) so a sweep of
+  `sweep_async()` yields to the loop every ``sweep_chunk`` sessions (default 1,000) so a sweep of
   a million sessions never stalls the loop more than a few milliseconds at a time.
 - ``heartbeat_timeout=None``: when set, a session marked ``awaiting_input`` with no `heartbeat`
   for that long is closed by the sweep with reason ``"gc"``.
@@ -85,7 +85,7 @@ class SessionStore:
         *,
         clock: Callable[[], float] = time.monotonic,
         heartbeat_timeout: float | None = None,
-        sweep_chunk: int = 2_000,
+        sweep_chunk: int = 1_000,
     ) -> None:
         self.ttl = _positive("ttl", ttl)
         self.sweep_interval = _positive("sweep_interval", sweep_interval)
@@ -304,8 +304,15 @@ class SessionStore:
                 if reason is not None:
                     del shard[key]
                     removed.append((key, reason, session))
-        for key, reason, session in removed:
-            self._forget(key, reason, session)
+        if removed:
+            # One bookkeeping step per chunk, not per session: this is the sweep's hot loop.
+            with self._count_lock:
+                self._count -= len(removed)
+                for _, reason, _ in removed:
+                    self._counters[reason] += 1
+            if self._hooks:
+                for key, reason, session in removed:
+                    self._notify(key, reason, session)
         return len(removed)
 
     def _shard_keys(self, index: int) -> list[str]:
