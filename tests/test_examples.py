@@ -56,3 +56,11 @@ def test_public_exports_are_pinned() -> None:
     assert not missing
     for name in ("Actor", "Runtime", "NOREPLY", "Down", "Exit", "NoProc", "CallTimeout"):
         assert name in aiotp.__all__
+
+
+def test_readme_example_runs() -> None:
+    readme = (EXAMPLES.parent / "README.md").read_text()
+    start = readme.index("```python\nimport aiotp") + len("```python\n")
+    code = readme[start : readme.index("```", start)]
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
