@@ -286,20 +286,15 @@ class Runtime:
 
     async def start_pool(self, name: str, adapter: Any, **options: Any) -> ActorRef:
         """Start a named pool of workers; see `aiotp.workers.pool` for every option."""
-        from aiotp.workers import api
-
         self._check_open(f"start_pool {name!r}")
-        return await api.start_pool(self, name, adapter, **options)
+        ref: ActorRef = await _pools().start_pool(self, name, adapter, **options)
+        return ref
 
     async def stop_pool(self, name: str, timeout: float | None = None) -> None:
-        from aiotp.workers import api
-
-        await api.stop_pool(self, name, timeout)
+        await _pools().stop_pool(self, name, timeout)
 
     def pool_stats(self, name: str) -> Any:
-        from aiotp.workers import api
-
-        return api.pool_stats(self, name)
+        return _pools().pool_stats(self, name)
 
     async def execute(
         self,
@@ -310,9 +305,7 @@ class Runtime:
         session: str | None = None,
     ) -> Any:
         """Run `tool(**args)` on a worker of `pool` and return its result (aiotp.workers.api)."""
-        from aiotp.workers import api
-
-        return await api.execute(self, pool, tool, args, timeout, session)
+        return await _pools().execute(self, pool, tool, args, timeout, session)
 
     def stream(
         self,
@@ -323,9 +316,8 @@ class Runtime:
         session: str | None = None,
     ) -> AsyncIterator[Any]:
         """The items of a generator tool, as an async iterator."""
-        from aiotp.workers import api
-
-        return api.stream(self, pool, tool, args, timeout, session)
+        items: AsyncIterator[Any] = _pools().stream(self, pool, tool, args, timeout, session)
+        return items
 
     @staticmethod
     def run(
@@ -356,6 +348,19 @@ class Runtime:
             if close is not None:
                 await close()
         self._move(_State.STOPPED)
+
+
+_pools_module: Any = None
+
+
+def _pools() -> Any:
+    """aiotp.workers.api, imported once on first use (the hot path pays one global lookup)."""
+    global _pools_module
+    if _pools_module is None:
+        from aiotp.workers import api
+
+        _pools_module = api
+    return _pools_module
 
 
 def run(

@@ -84,6 +84,12 @@ class FrameReader:
     def feed(self, data: bytes) -> list[list[Any]]:
         """Every whole frame now in the buffer (ProtocolError on an oversized or bad one)."""
         buf = self._buf
+        if not buf and len(data) >= 4:
+            # Fast path: exactly one whole frame and nothing pending (a lone request or reply)
+            # is decoded straight from `data`, without copying it into the buffer.
+            (size,) = _HEADER.unpack_from(data, 0)
+            if size + 4 == len(data) and size <= self.max_frame:
+                return [unpack_body(data[4:])]
         buf += data
         frames: list[list[Any]] = []
         pos = 0
