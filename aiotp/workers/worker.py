@@ -23,6 +23,8 @@ from aiotp.workers.heartbeat import HeartbeatMonitor
 if TYPE_CHECKING:
     import asyncio
 
+    from aiotp.runtime.ref import ActorRef
+
     from aiotp.workers.pool import Pool
 
 __all__ = ["WorkerActor"]
@@ -34,9 +36,10 @@ class WorkerActor(Actor):
         self.index = index
         self.handle: Any = None
         self.slot: WorkerSlot | None = None
+        self.heartbeat: ActorRef | None = None
         self.handle = pool.prestarted.pop(index, None) or await pool.start_handle(index)
         if pool.config.heartbeat is not None:
-            await self.runtime.spawn(
+            self.heartbeat = await self.runtime.spawn(
                 HeartbeatMonitor, self.handle, pool.config.heartbeat, pool.name, link=True
             )
         self.handle.closed.add_done_callback(self._worker_closed)
@@ -82,6 +85,9 @@ class WorkerActor(Actor):
             await self.handle.stop(self.pool.config.shutdown)
 
     def on_exit(self, reason: Any) -> None:
+        if self.heartbeat is not None:
+            # A "normal" exit does not travel over the link: end the monitor explicitly.
+            self.runtime.exit(self.heartbeat, "shutdown")
         if self.slot is not None:
             self.pool.dispatcher.remove(self.slot)
         handle = self.handle

@@ -136,6 +136,9 @@ async def test_recycling_keeps_capacity(rt: aiotp.Runtime, profile: str) -> None
     assert rt.pool_stats("p").recycled >= 3
     assert len(seen_workers) >= 4
     await wait_until(lambda: len(rt.pool_stats("p").workers) == 2)
+    # Retired workers take their heartbeat monitors with them: nothing accumulates.
+    monitors = lambda: [a for a in rt.actors() if type(a._actor).__name__ == "HeartbeatMonitor"]  # noqa: E731
+    await wait_until(lambda: len(monitors()) == 2)
 
 
 async def test_ttl_recycles_workers(rt: aiotp.Runtime) -> None:
