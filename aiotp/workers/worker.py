@@ -24,7 +24,6 @@ if TYPE_CHECKING:
     import asyncio
 
     from aiotp.runtime.ref import ActorRef
-
     from aiotp.workers.pool import Pool
 
 __all__ = ["WorkerActor"]
