@@ -165,8 +165,16 @@ class Pool:
 
     # -- sessions -----------------------------------------------------------------------
     def affinity_of(self, session: str) -> str | None:
-        sessions = self.rt.sessions
-        return sessions.get_or_create(session).last_worker_id  # type: ignore[no-any-return]
+        """The session's last worker. A full session store costs the request its affinity,
+        never the request itself: routing is a preference, not a precondition."""
+        from aiotp.session_store.errors import SessionQuotaExceeded
+
+        try:
+            worker: str | None = self.rt.sessions.get_or_create(session).last_worker_id
+        except SessionQuotaExceeded:
+            _log.debug("session store full: no affinity for session %r", session)
+            return None
+        return worker
 
     def record_affinity(self, session: str, worker_id: str) -> None:
         sessions = self.rt.sessions

@@ -281,3 +281,12 @@ async def test_safety_checks_warn_once_about_unsafe_modules(
         aiotp.telemetry.detach("safety")
     assert [md["kind"] for md in seen] == ["unsafe_module"]  # once, not once per worker
     assert "sqlite3" in caplog.text
+
+
+async def test_a_full_session_store_costs_affinity_not_the_request() -> None:
+    store = aiotp.SessionStore(max_sessions=1)
+    async with aiotp.Runtime(sessions=store) as rt:
+        await rt.start_pool("p", ECHO, profile="thread", size=1)
+        assert await rt.execute("p", "echo", {"value": 1}, session="a") == 1
+        assert await rt.execute("p", "echo", {"value": 2}, session="b") == 2  # store is full
+        assert rt.sessions is store and store.ids() == ["a"]
