@@ -65,9 +65,19 @@ async def start_pool(rt: Runtime, name: str, adapter: Any, **options: Any) -> Ac
 
 
 async def stop_pool(rt: Runtime, name: str, timeout: float | None = None) -> None:
+    """Stop a pool. A pool inside a supervision tree (`pool_spec`) is stopped through its
+    supervisor (terminate_child), so that the tree does not restart it as a crashed child."""
+    from aiotp.supervisors import SupervisorRef
+
     pool = registry(rt).get(name)
-    if pool.supervisor is not None and pool.supervisor.alive:
-        await rt.stop(pool.supervisor, "shutdown", timeout=timeout)
+    sup = pool.supervisor
+    if sup is None or not sup.alive:
+        return
+    parent = sup._parent
+    if isinstance(parent, SupervisorRef) and parent.alive:
+        await parent.terminate_child(name, timeout=timeout)
+    else:
+        await rt.stop(sup, "shutdown", timeout=timeout)
 
 
 def pool_stats(rt: Runtime, name: str) -> PoolStats:

@@ -234,6 +234,12 @@ async def test_pool_in_a_supervision_tree(rt: aiotp.Runtime) -> None:
     assert await rt.execute("tree-pool", "echo", {"value": "in a tree"}) == "in a tree"
     children = await sup.which_children()
     assert children[0][0] == "tree-pool"
+    await rt.stop_pool("tree-pool")  # through the tree: not restarted as a crashed child
+    assert [c.ref for c in await sup.which_children()] == [None]
+    with pytest.raises(aiotp.UnknownPool):
+        await rt.execute("tree-pool", "echo", {})
+    await sup.restart_child("tree-pool")
+    assert await rt.execute("tree-pool", "echo", {"value": "back"}) == "back"
     await rt.stop(sup)
     with pytest.raises(aiotp.UnknownPool):
         await rt.execute("tree-pool", "echo", {})
