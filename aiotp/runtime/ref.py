@@ -117,24 +117,23 @@ class Caller:
         return self._fut.done()
 
     def reply(self, value: Any) -> bool:
-        fut = self._fut
-        deferred = self._callee._deferred
-        if deferred is not None:
-            deferred.discard(self)
-        if fut.done():
-            return False
-        fut.set_result(value)
-        return True
+        return self._settle(value, None)
 
     def fail(self, exc: BaseException) -> bool:
         """Answer with an exception instead of a value (the caller's `call` raises it)."""
-        fut = self._fut
+        return self._settle(None, exc)
+
+    def _settle(self, value: Any, exc: BaseException | None) -> bool:
         deferred = self._callee._deferred
         if deferred is not None:
             deferred.discard(self)
+        fut = self._fut
         if fut.done():
             return False
-        fut.set_exception(exc)
+        if exc is None:
+            fut.set_result(value)
+        else:
+            fut.set_exception(exc)
         return True
 
 

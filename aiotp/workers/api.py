@@ -84,6 +84,18 @@ def pool_stats(rt: Runtime, name: str) -> PoolStats:
     return registry(rt).get(name).stats()
 
 
+def _prepare(
+    rt: Runtime, pool_name: Any, tool: Any, args: Any, timeout: Any, session: Any
+) -> tuple[Pool, dict[str, Any], str | None]:
+    """Validate a request and find its pool and preferred worker (execute and stream alike)."""
+    if args is None:
+        args = {}
+    _check_request(rt, tool, args, timeout, session)
+    pool = registry(rt).get(pool_name)
+    prefer = pool.affinity_of(session) if session is not None else None
+    return pool, args, prefer
+
+
 def _check_request(rt: Runtime, tool: Any, args: Any, timeout: Any, session: Any) -> None:
     if not rt.running:
         raise RuntimeClosed(f"execute {tool!r}: the runtime is not running")
@@ -110,11 +122,7 @@ async def execute(
     timeout: float | None = DEFAULT_TIMEOUT,
     session: str | None = None,
 ) -> Any:
-    if args is None:
-        args = {}
-    _check_request(rt, tool, args, timeout, session)
-    pool = registry(rt).get(pool_name)
-    prefer = pool.affinity_of(session) if session is not None else None
+    pool, args, prefer = _prepare(rt, pool_name, tool, args, timeout, session)
     loop = rt.loop
     started = loop.time()
     slot = await pool.dispatcher.checkout(prefer, timeout)
@@ -161,11 +169,7 @@ async def stream(
     Leaving the ``async for`` early (break, exception, cancellation) tells the worker to stop
     the generator and frees the worker at once.
     """
-    if args is None:
-        args = {}
-    _check_request(rt, tool, args, timeout, session)
-    pool = registry(rt).get(pool_name)
-    prefer = pool.affinity_of(session) if session is not None else None
+    pool, args, prefer = _prepare(rt, pool_name, tool, args, timeout, session)
     slot = await pool.dispatcher.checkout(prefer, timeout)
     ok = False
     try:
