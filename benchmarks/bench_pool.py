@@ -35,7 +35,7 @@ sys.path.insert(0, str(HERE))
 os.environ["PYTHONPATH"] = os.pathsep.join(
     p for p in (str(HERE), os.environ.get("PYTHONPATH", "")) if p
 )
-ADAPTER = "bench_adapters:Echo"
+ADAPTER = "echo_adapter:Echo"
 
 RAW_ECHO_CHILD = r"""
 import os, socket, struct, msgpack

@@ -109,7 +109,7 @@ async def bare_task_restart(n: int) -> float:
 
 async def aiotp_process_restart(n: int) -> float:
     async with aiotp.Runtime() as rt:
-        await rt.start_pool("r", "bench_adapters:Echo", profile="process", size=1, heartbeat=None)
+        await rt.start_pool("r", "echo_adapter:Echo", profile="process", size=1, heartbeat=None)
         total = 0.0
         for _ in range(n):
             old = rt.pool_stats("r").workers[0].pid
