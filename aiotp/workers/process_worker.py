@@ -247,7 +247,11 @@ class ProcessWorker:
         for rid, what, timeout in self._buckets.pop(slot, ()):
             fut = self._pending.pop(rid, None)
             if fut is not None and not fut.done():
-                fut.set_exception(CallTimeout(f"{what} got no answer within {timeout} s"))
+                fut.set_exception(
+                    CallTimeout(
+                        f"{what} on worker {self.worker_id} got no answer within {timeout} s"
+                    )
+                )
 
     async def _wait(
         self, fut: asyncio.Future[Any], rid: int, timeout: float | None, what: str
@@ -264,15 +268,18 @@ class ProcessWorker:
         self._send([p.REQUEST, rid, tool, args])
         fut: asyncio.Future[Any] = self._loop.create_future()
         self._pending[rid] = fut
+        if timeout is not None:
+            self._arm_timeout(rid, timeout, tool)  # the message is formatted only on expiry
         self.in_flight += 1
         self.requests += 1
         try:
-            return await self._wait(fut, rid, timeout, f"{tool} on worker {self.worker_id}")
+            return await fut
         except BaseException:
             self.errors += 1
             raise
         finally:
             self.in_flight -= 1
+            self._pending.pop(rid, None)
 
     async def stream(
         self, tool: str, args: dict[str, Any], timeout: float | None
@@ -321,7 +328,7 @@ class ProcessWorker:
         self._send([p.PING, rid])
         fut: asyncio.Future[Any] = self._loop.create_future()
         self._pending[rid] = fut
-        await self._wait(fut, rid, timeout, f"ping of worker {self.worker_id}")
+        await self._wait(fut, rid, timeout, "ping")
         return self._loop.time() - started
 
     # -- ending -----------------------------------------------------------------------------
