@@ -87,6 +87,27 @@ class ChaosMonkey(aiotp.Actor):
         self.last_fault = time.monotonic()
 
 
+async def _classified_call(
+    rt: aiotp.Runtime,
+    pool: str,
+    tool: str,
+    args: dict[str, Any],
+    timeout: float,
+    outcomes: collections.Counter[str],
+) -> float:
+    """One call, its outcome counted as "ok", a typed error's name, or UNTYPED; its duration."""
+    t0 = time.monotonic()
+    try:
+        await rt.execute(pool, tool, args, timeout=timeout)
+    except TYPED as exc:
+        outcomes[type(exc).__name__] += 1
+    except BaseException as exc:  # anything untyped breaks the promise
+        outcomes[f"UNTYPED {type(exc).__name__}: {exc}"] += 1
+    else:
+        outcomes["ok"] += 1
+    return time.monotonic() - t0
+
+
 async def _run_callers(
     rt: aiotp.Runtime,
     pool: str,
@@ -100,16 +121,7 @@ async def _run_callers(
     async def caller() -> None:
         nonlocal worst
         for _ in range(per_caller):
-            t0 = time.monotonic()
-            try:
-                await rt.execute(pool, tool, args, timeout=CALL_TIMEOUT)
-            except TYPED as exc:
-                outcomes[type(exc).__name__] += 1
-            except BaseException as exc:  # anything untyped breaks the promise
-                outcomes[f"UNTYPED {type(exc).__name__}: {exc}"] += 1
-            else:
-                outcomes["ok"] += 1
-            elapsed = time.monotonic() - t0
+            elapsed = await _classified_call(rt, pool, tool, args, CALL_TIMEOUT, outcomes)
             worst = max(worst, elapsed)
             # Hard bound: the call's own timeout plus scheduling slack on 2 busy cores.
             assert elapsed < CALL_TIMEOUT + 2.0
@@ -188,16 +200,8 @@ async def test_thread_pool_with_tools_that_raise_and_hang() -> None:
                     tool, args = ("crash", {"message": "chaos"})
                 elif roll < 0.105:
                     tool, args = ("hang", {})
-                t0 = time.monotonic()
-                try:
-                    await rt.execute("tchaos", tool, args, timeout=3.0)
-                except TYPED as exc:
-                    outcomes[type(exc).__name__] += 1
-                except BaseException as exc:
-                    outcomes[f"UNTYPED {type(exc).__name__}: {exc}"] += 1
-                else:
-                    outcomes["ok"] += 1
-                assert time.monotonic() - t0 < 5.0
+                elapsed = await _classified_call(rt, "tchaos", tool, args, 3.0, outcomes)
+                assert elapsed < 5.0
 
         await asyncio.gather(*(caller() for _ in range(50)))
         await wait_until(lambda: rt.pool_stats("tchaos").live == 4, timeout=5)
