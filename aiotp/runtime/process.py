@@ -121,10 +121,13 @@ async def _handle_call(ref: ActorRef, actor: Actor, msg: Any, caller: Caller) ->
     try:
         result = await actor.handle_call(msg, caller)
     except Exception as exc:
+        ref._current_caller = None
         caller.fail(exc)
         raise
-    finally:
-        ref._current_caller = None
+    # On an exit signal (CancelledError) the caller stays recorded: `Signals.finish` fails it
+    # with `ActorExited` at once. Clearing it in a `finally` is what once left such callers
+    # waiting for their whole timeout.
+    ref._current_caller = None
     if result is not NOREPLY:
         caller.reply(result)
     elif not caller.done:

@@ -29,18 +29,6 @@ async def test_exception_in_handle_call_reaches_caller_and_crashes_actor(rt: aio
         await c.call("get")
 
 
-async def test_call_fails_at_once_when_callee_dies_mid_call(rt: aiotp.Runtime) -> None:
-    s = await rt.spawn(Sleeper)
-    call = asyncio.ensure_future(s.call(("sleep", 60), timeout=30))
-    queued = asyncio.ensure_future(s.call(("sleep", 0), timeout=30))
-    await asyncio.sleep(0)
-    rt.exit(s, "kill")
-    for fut in (call, queued):
-        with pytest.raises(aiotp.ActorExited) as info:
-            await asyncio.wait_for(fut, 1.0)
-        assert info.value.reason == "killed"
-
-
 async def test_call_timeout_leaves_no_stale_reply_for_the_next_call(rt: aiotp.Runtime) -> None:
     class Echo(aiotp.Actor):
         async def handle_call(self, msg: Any, caller: aiotp.Caller) -> Any:
