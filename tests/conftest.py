@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import sys
-from collections.abc import AsyncIterator, Callable, Mapping
+import time
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping
 from pathlib import Path
 
 import pytest
+from procs import descendants
 
 import aiotp
 
@@ -28,7 +31,7 @@ for extra in (ROOT / "tests", ROOT / "tests" / "workers"):
     if str(extra) not in sys.path:
         sys.path.insert(0, str(extra))
 
-_BOTH_LOOPS = ("tests/runtime", "tests/supervisors")
+_BOTH_LOOPS = ("tests/runtime", "tests/supervisors", "tests/guarantees")
 
 
 def _loop_factories() -> dict[str, Callable[[], asyncio.AbstractEventLoop]]:
@@ -62,3 +65,63 @@ async def rt() -> AsyncIterator[aiotp.Runtime]:
     current = asyncio.current_task()
     leftovers = [t for t in asyncio.all_tasks() if t is not current and not t.done()]
     assert not leftovers, f"tasks left pending after shutdown: {leftovers}"
+
+
+class _ErrorRecords(logging.Handler):
+    """Collects every record at ERROR or above, from any thread, while a test runs."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.ERROR)
+        self.records: list[logging.LogRecord] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.records.append(record)
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers",
+        "expect_errors(*fragments): the test provokes ERROR log records on purpose (a crash it "
+        "checks); only records whose message holds one of the fragments are allowed (any record "
+        "when none are given)",
+    )
+
+
+@pytest.fixture(autouse=True)
+def no_error_logs(request: pytest.FixtureRequest) -> Iterator[_ErrorRecords]:
+    """Fail any test that logs at ERROR unless it is marked `expect_errors`.
+
+    A clean run, a clean shutdown included, logs nothing at ERROR: an ERROR record is either a
+    bug or a crash the test provokes on purpose and says so. Autouse fixtures are set up first,
+    so this check runs after every other fixture's teardown (the runtime's shutdown included).
+    """
+    handler = _ErrorRecords()
+    root = logging.getLogger()
+    root.addHandler(handler)
+    try:
+        yield handler
+    finally:
+        root.removeHandler(handler)
+    marker = request.node.get_closest_marker("expect_errors")
+    expected: tuple[str, ...] = marker.args if marker is not None else ()
+    unexpected = [
+        r
+        for r in handler.records
+        if marker is None or (expected and not any(e in r.getMessage() for e in expected))
+    ]
+    if unexpected:
+        lines = "\n".join(f"  {r.name}: {r.getMessage()[:300]}" for r in unexpected[:10])
+        pytest.fail(f"unexpected ERROR log records ({len(unexpected)}):\n{lines}")
+
+
+@pytest.fixture(autouse=True)
+def no_leftover_processes() -> Iterator[None]:
+    """Fail any test that leaves a child process (worker, template, a tool's child) alive."""
+    before = set(descendants())
+    yield
+    deadline = time.monotonic() + 5.0
+    left = set(descendants()) - before
+    while left and time.monotonic() < deadline:
+        time.sleep(0.02)
+        left = set(descendants()) - before
+    assert not left, f"processes left alive after the test: {sorted(left)}"

@@ -25,6 +25,7 @@ from __future__ import annotations
 import asyncio
 import inspect
 import itertools
+import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
 from enum import Enum
 from typing import Any, TypeVar
@@ -32,6 +33,7 @@ from typing import Any, TypeVar
 from aiotp.runtime import telemetry
 from aiotp.runtime.actor import Actor
 from aiotp.runtime.errors import AiotpError, CallTimeout, NoProc, RuntimeClosed
+from aiotp.runtime.jobs import Jobs
 from aiotp.runtime.loop import loop_factory
 from aiotp.runtime.process import actor_main
 from aiotp.runtime.ref import STOP, ActorRef, Phase, Timer, _current
@@ -39,6 +41,8 @@ from aiotp.runtime.registry import Registry
 from aiotp.runtime.signals import Signals
 
 __all__ = ["Runtime", "run"]
+
+_log = logging.getLogger("aiotp.runtime")
 
 A = TypeVar("A", bound=Actor)
 T = TypeVar("T")
@@ -74,6 +78,10 @@ class Runtime:
         self._registry = Registry()
         self._signals = Signals(self)
         self._extensions: dict[str, Any] = {}
+        self._jobs: Jobs | None = None
+        # Set once shutdown has finished: a second `shutdown()` (or one racing a cancelled
+        # first) waits on it instead of returning while actors are still alive.
+        self._stopped: asyncio.Event | None = None
         if sessions is not None:
             from aiotp.session_store.runtime_store import KEY, SessionsExtension
 
@@ -97,6 +105,8 @@ class Runtime:
 
     async def __aenter__(self) -> Runtime:
         self._loop = asyncio.get_running_loop()
+        self._jobs = Jobs(f"runtime {id(self):#x}", close_timeout=self.shutdown_timeout)
+        self._stopped = asyncio.Event()
         self._move(_State.RUNNING)
         for ext in list(self._extensions.values()):
             start = getattr(ext, "start", None)
@@ -106,6 +116,14 @@ class Runtime:
 
     async def __aexit__(self, *exc: object) -> None:
         await self.shutdown()
+
+    @property
+    def jobs(self) -> Jobs:
+        """The runtime's background jobs (`aiotp.runtime.jobs`): tracked, reported, closed at
+        shutdown."""
+        if self._jobs is None:
+            raise RuntimeClosed("the runtime has not started: it has no job scheduler yet")
+        return self._jobs
 
     def _check_open(self, what: str) -> None:
         if self._state is not _State.RUNNING:
@@ -158,18 +176,31 @@ class Runtime:
             telemetry.execute(
                 ("aiotp", "actor", "spawned"), {"count": 1}, {"actor": ref, "class": cls.__name__}
             )
-        if init_timeout is None:
-            await started
-            return ref
         try:
-            await asyncio.wait_for(asyncio.shield(started), init_timeout)
+            if init_timeout is None:
+                await started
+            else:
+                await asyncio.wait_for(asyncio.shield(started), init_timeout)
         except TimeoutError:
-            self._signals.exit(ref, "kill", None)
-            await self._wait_gone(ref, None)
+            await self._abort_spawn(ref, started)
             raise CallTimeout(
                 f"init of {cls.__name__} did not finish within {init_timeout} s; killed it"
             ) from None
+        except asyncio.CancelledError:
+            # The spawner gave up: the actor must not live on holding its name, even if its
+            # init finished just now (the spawner will never see its ref).
+            await self._abort_spawn(ref, started)
+            raise
         return ref
+
+    async def _abort_spawn(self, ref: ActorRef, started: asyncio.Future[None]) -> None:
+        """Kill an actor whose spawn was abandoned and wait, through cancellation, until it is
+        gone (its name freed, its init-time links signalled)."""
+        # Nobody will read the outcome of its init now: retrieve it so asyncio does not log
+        # "Future exception was never retrieved".
+        started.add_done_callback(_retrieve)
+        self._signals.exit(ref, "kill", None)
+        await _await_through_cancel(ref._task, self.shutdown_timeout)
 
     def _forget(self, ref: ActorRef) -> None:
         self._actors.pop(ref, None)
@@ -335,23 +366,84 @@ class Runtime:
 
     # -- shutdown ----------------------------------------------------------------------
     async def shutdown(self) -> None:
-        """Stop everything (see the module docstring); idempotent."""
-        if self._state in (_State.STOPPING, _State.STOPPED):
+        """Stop everything (see the module docstring); idempotent.
+
+        Safe to cancel: a cancelled shutdown kills whatever is still alive, closes the
+        extensions and jobs, reaches STOPPED and re-raises `CancelledError`. A second call
+        while one runs waits for it to finish.
+        """
+        if self._state is _State.STOPPED:
             return
         if self._state is _State.NEW:
             self._state = _State.STOPPED
             return
+        if self._state is _State.STOPPING:
+            assert self._stopped is not None
+            await self._stopped.wait()
+            return
         self._move(_State.STOPPING)
-        roots = [ref for ref in self._actors if ref._parent is None]
-        for ref in reversed(roots):
-            await self.stop_or_kill(ref, "shutdown", self.shutdown_timeout)
-        for ref in reversed(list(self._actors)):
-            await self.stop_or_kill(ref, "shutdown", self.shutdown_timeout)
+        try:
+            roots = [ref for ref in self._actors if ref._parent is None]
+            for ref in reversed(roots):
+                await self.stop_or_kill(ref, "shutdown", self.shutdown_timeout)
+            for ref in reversed(list(self._actors)):
+                await self.stop_or_kill(ref, "shutdown", self.shutdown_timeout)
+            await self._close_extensions()
+        except asyncio.CancelledError:
+            await _await_through_cancel(self._force_stop(), self.shutdown_timeout)
+            raise
+        finally:
+            if self._state is _State.STOPPING:
+                self._move(_State.STOPPED)
+            assert self._stopped is not None
+            self._stopped.set()
+
+    async def _close_extensions(self) -> None:
         for ext in reversed(list(self._extensions.values())):
             close = getattr(ext, "close", None)
             if close is not None:
                 await close()
-        self._move(_State.STOPPED)
+        if self._jobs is not None:
+            await self._jobs.close()
+
+    async def _force_stop(self) -> None:
+        """What a cancelled shutdown still owes: kill every actor, then close the rest."""
+        for ref in reversed(list(self._actors)):
+            self._signals.exit(ref, "kill", None)
+        tasks = {ref._task for ref in list(self._actors) if ref._task is not None}
+        if tasks:
+            await asyncio.wait(tasks, timeout=self.shutdown_timeout)
+        await self._close_extensions()
+
+
+def _retrieve(fut: asyncio.Future[Any]) -> None:
+    if not fut.cancelled():
+        fut.exception()
+
+
+async def _await_through_cancel(aw: Awaitable[Any] | None, timeout: float) -> None:
+    """Wait for cleanup that must finish even though our caller is being cancelled.
+
+    Used on the way out of a cancelled coroutine: further cancellations are absorbed (the
+    caller re-raises its own CancelledError afterwards), and `timeout` bounds the wait so a
+    cleanup that never ends cannot hold the caller forever.
+    """
+    if aw is None:
+        return
+    task = asyncio.ensure_future(aw)
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while not task.done():
+        remaining = deadline - loop.time()
+        if remaining <= 0:
+            _log.warning("cleanup %r did not finish within %s s; leaving it", task, timeout)
+            return
+        try:
+            await asyncio.wait({task}, timeout=remaining)
+        except asyncio.CancelledError:
+            continue
+    if not task.cancelled() and task.exception() is not None:
+        _log.warning("cleanup %r failed", task, exc_info=task.exception())
 
 
 _pools_module: Any = None

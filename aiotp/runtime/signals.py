@@ -142,9 +142,10 @@ class Signals:
             for other in links:
                 if other._links is not None:
                     other._links.discard(ref)
-                # A failed init is reported to the spawner by `spawn` raising; the link had not
-                # been promised yet, so no signal travels over it.
-                if not init_failed:
+                # A failed init is reported to the spawner by `spawn` raising, so no signal
+                # travels back to it; actors linked *during* init hear of it as OTP's would,
+                # or they would live on as orphans.
+                if not init_failed or other is not ref._parent:
                     self.exit(other, signal_reason, ref)
         watchers, ref._monitored_by = ref._monitored_by, None
         if watchers:

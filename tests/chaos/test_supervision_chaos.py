@@ -59,6 +59,7 @@ async def _settled(top: aiotp.SupervisorRef) -> bool:
     subtrees=st.lists(SUBTREE, min_size=1, max_size=3),
     crashes=st.lists(st.integers(0, 100), max_size=10),
 )
+@pytest.mark.expect_errors("crashed", "restarts in")
 def test_random_crashes_in_a_random_tree_keep_its_invariants(
     top_strategy: str, top_max: int, subtrees: list[tuple[str, int, int]], crashes: list[int]
 ) -> None:

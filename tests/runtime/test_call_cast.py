@@ -19,6 +19,7 @@ async def test_call_and_cast_by_ref_and_by_name(rt: aiotp.Runtime) -> None:
     assert rt.whereis("counter") is c
 
 
+@pytest.mark.expect_errors("crashed")
 async def test_exception_in_handle_call_reaches_caller_and_crashes_actor(rt: aiotp.Runtime) -> None:
     c = await rt.spawn(Counter)
     with pytest.raises(ValueError, match="asked to crash"):

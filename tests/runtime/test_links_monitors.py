@@ -9,6 +9,7 @@ from actors import Counter, Recorder, Sleeper
 import aiotp
 
 
+@pytest.mark.expect_errors("crashed")
 async def test_linked_abnormal_exit_kills_a_non_trapping_actor(rt: aiotp.Runtime) -> None:
     a = await rt.spawn(Recorder)
     b = await rt.spawn(Counter)
@@ -28,6 +29,7 @@ async def test_normal_exit_does_not_propagate_over_links(rt: aiotp.Runtime) -> N
     assert await a.call(("seen",)) == []
 
 
+@pytest.mark.expect_errors("crashed")
 async def test_trap_exit_turns_signals_into_exit_messages(rt: aiotp.Runtime) -> None:
     a = await rt.spawn(Recorder, True)
     b = await rt.spawn(Counter)
@@ -134,6 +136,7 @@ async def test_spawn_link_from_inside_an_actor_links_to_it(rt: aiotp.Runtime) ->
     assert child.exit_reason == "boom"
 
 
+@pytest.mark.expect_errors("crashed")
 async def test_link_to_dead_actor(rt: aiotp.Runtime) -> None:
     trapper = await rt.spawn(Recorder, True)
     dead = await rt.spawn(Counter)

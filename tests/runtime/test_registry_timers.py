@@ -16,6 +16,7 @@ async def test_duplicate_name_raises_name_taken(rt: aiotp.Runtime) -> None:
     assert len(rt.actors()) == 1
 
 
+@pytest.mark.expect_errors("crashed")
 async def test_name_is_freed_when_actor_dies_and_can_be_reused(rt: aiotp.Runtime) -> None:
     first = await rt.spawn(Counter, 1, name=("svc", 1))
     with pytest.raises(ValueError):

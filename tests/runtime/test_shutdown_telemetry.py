@@ -99,6 +99,7 @@ async def test_telemetry_reports_actor_lifecycle(rt: aiotp.Runtime) -> None:
     assert events[1][1]["reason"] == "normal" and events[1][1]["name"] == "tele"
 
 
+@pytest.mark.expect_errors("was detached")
 def test_telemetry_handler_that_raises_is_detached_and_never_breaks_the_emitter(
     caplog: pytest.LogCaptureFixture,
 ) -> None:

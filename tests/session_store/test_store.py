@@ -73,6 +73,7 @@ def test_ttl_with_injected_clock_and_touch_extends_life() -> None:
     assert st.sessions_expired == 2 and st.current_sessions == 0 and st.cleanup_runs == 1
 
 
+@pytest.mark.expect_errors("removal hook")
 def test_sweep_counts_and_removal_hooks() -> None:
     store, clock = make(ttl=10, heartbeat_timeout=5)
     events: list[tuple[str, str]] = []

@@ -7,6 +7,7 @@ import asyncio
 import contextlib
 from typing import Any
 
+import pytest
 from children import spec
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -21,6 +22,7 @@ import aiotp
     max_restarts=st.integers(0, 6),
     crashes=st.lists(st.tuples(st.integers(0, 3), st.booleans()), max_size=12),
 )
+@pytest.mark.expect_errors("crashed", "restarts in")
 def test_random_crashes_keep_the_tree_whole(
     strategy: str, restarts: str, max_restarts: int, crashes: list[tuple[int, bool]]
 ) -> None:

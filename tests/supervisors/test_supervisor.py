@@ -11,6 +11,7 @@ import aiotp
 from aiotp.supervisors.intensity import RestartIntensity
 
 
+@pytest.mark.expect_errors("crashed", "restarts in")
 async def test_one_for_one_restarts_only_the_crashed_child(rt: aiotp.Runtime) -> None:
     log: list[Any] = []
     sup = await rt.spawn(aiotp.Supervisor, [spec(n, log) for n in "abc"])
@@ -23,6 +24,7 @@ async def test_one_for_one_restarts_only_the_crashed_child(rt: aiotp.Runtime) ->
     assert all(c.ref is not None and c.ref.alive for c in after)
 
 
+@pytest.mark.expect_errors("crashed", "restarts in")
 async def test_one_for_all_restarts_everyone_stopping_in_reverse(rt: aiotp.Runtime) -> None:
     log: list[Any] = []
     sup = await rt.spawn(aiotp.Supervisor, [spec(n, log) for n in "abcd"], strategy="one_for_all")
@@ -40,6 +42,7 @@ async def test_one_for_all_restarts_everyone_stopping_in_reverse(rt: aiotp.Runti
     ]
 
 
+@pytest.mark.expect_errors("crashed", "restarts in")
 async def test_rest_for_one_restarts_the_later_children_in_order(rt: aiotp.Runtime) -> None:
     log: list[Any] = []
     sup = await rt.spawn(aiotp.Supervisor, [spec(n, log) for n in "abcd"], strategy="rest_for_one")
@@ -58,6 +61,7 @@ async def test_rest_for_one_restarts_the_later_children_in_order(rt: aiotp.Runti
     assert after["a"] is before["a"] and all(after[k] is not before[k] for k in "bcd")
 
 
+@pytest.mark.expect_errors("crashed", "restarts in")
 async def test_restart_types_against_normal_and_abnormal_exits(rt: aiotp.Runtime) -> None:
     log: list[Any] = []
     sup = await rt.spawn(
@@ -97,6 +101,7 @@ async def test_restart_types_against_normal_and_abnormal_exits(rt: aiotp.Runtime
     assert counts == {"specs": 3, "active": 2, "supervisors": 0, "workers": 3}
 
 
+@pytest.mark.expect_errors("crashed", "restarts in")
 async def test_temporary_children_are_not_restarted_when_a_sibling_takes_them_down(
     rt: aiotp.Runtime,
 ) -> None:
@@ -110,6 +115,7 @@ async def test_temporary_children_are_not_restarted_when_a_sibling_takes_them_do
     assert [c.id for c in await sup.which_children()] == ["a", "c"]
 
 
+@pytest.mark.expect_errors("crashed", "restarts in")
 async def test_intensity_exceeded_stops_children_and_exits_shutdown(rt: aiotp.Runtime) -> None:
     log: list[Any] = []
     sup = await rt.spawn(
@@ -149,6 +155,7 @@ async def test_intensity_window_slides() -> None:
         RestartIntensity(1, 0)
 
 
+@pytest.mark.expect_errors("crashed", "restarts in")
 async def test_restarts_older_than_max_seconds_no_longer_count(rt: aiotp.Runtime) -> None:
     log: list[Any] = []
     sup = await rt.spawn(aiotp.Supervisor, [spec("a", log)], max_restarts=1, max_seconds=0.2)
@@ -161,6 +168,7 @@ async def test_restarts_older_than_max_seconds_no_longer_count(rt: aiotp.Runtime
     assert sup.exit_reason == "shutdown"
 
 
+@pytest.mark.expect_errors("crashed", "restarts in")
 async def test_escalation_two_levels_up(rt: aiotp.Runtime) -> None:
     log: list[Any] = []
     leaf = aiotp.ChildSpec(
@@ -299,6 +307,7 @@ async def test_invalid_supervisor_settings_are_refused(rt: aiotp.Runtime) -> Non
         await rt.spawn(aiotp.DynamicSupervisor, strategy="one_for_all")
 
 
+@pytest.mark.expect_errors("crashed", "restarts in")
 async def test_subclass_style(rt: aiotp.Runtime) -> None:
     log: list[Any] = []
 
@@ -317,6 +326,7 @@ async def test_subclass_style(rt: aiotp.Runtime) -> None:
     assert log == [("stop", "db"), ("stop", "web"), ("start", "db"), ("start", "web")]
 
 
+@pytest.mark.expect_errors("crashed", "restarts in")
 async def test_async_factory_children_are_linked_and_restarted(rt: aiotp.Runtime) -> None:
     log: list[Any] = []
     started: list[aiotp.ActorRef] = []
@@ -333,6 +343,7 @@ async def test_async_factory_children_are_linked_and_restarted(rt: aiotp.Runtime
     assert not started[1].alive
 
 
+@pytest.mark.expect_errors("crashed", "restarts in")
 async def test_telemetry_reports_child_lifecycle(rt: aiotp.Runtime) -> None:
     log: list[Any] = []
     seen: list[str] = []
@@ -348,6 +359,7 @@ async def test_telemetry_reports_child_lifecycle(rt: aiotp.Runtime) -> None:
     assert seen == ["started", "exited", "started", "restarted", "terminated"]
 
 
+@pytest.mark.expect_errors("crashed", "restarts in")
 async def test_dynamic_supervisor(rt: aiotp.Runtime) -> None:
     log: list[Any] = []
     dyn = await rt.spawn(aiotp.DynamicSupervisor, max_children=3, extra_args=("x",))
