@@ -393,8 +393,7 @@ class Runtime:
             await _await_through_cancel(self._force_stop(), self.shutdown_timeout)
             raise
         finally:
-            if self._state is _State.STOPPING:
-                self._move(_State.STOPPED)
+            self._move(_State.STOPPED)
             assert self._stopped is not None
             self._stopped.set()
 
