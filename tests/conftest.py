@@ -21,13 +21,14 @@ os.environ["PYTHONPATH"] = os.pathsep.join(
     p
     for p in (
         str(ROOT / "tests" / "workers"),
+        str(ROOT / "tests" / "guarantees"),
         str(ROOT / "tests"),
         str(ROOT),
         os.environ.get("PYTHONPATH", ""),
     )
     if p
 )
-for extra in (ROOT / "tests", ROOT / "tests" / "workers"):
+for extra in (ROOT / "tests", ROOT / "tests" / "workers", ROOT / "tests" / "guarantees"):
     if str(extra) not in sys.path:
         sys.path.insert(0, str(extra))
 

@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any
 from aiotp.runtime import telemetry
 from aiotp.runtime.errors import CallTimeout, RuntimeClosed
 from aiotp.workers.errors import UnknownPool
+from aiotp.workers.ticket import Ticket
 
 if TYPE_CHECKING:
     from aiotp.runtime.ref import ActorRef
@@ -126,16 +127,26 @@ async def execute(
     loop = rt.loop
     started = loop.time()
     slot = await pool.dispatcher.checkout(prefer, timeout)
+    while slot.handle.closed.done():
+        # Handed a worker that died before our request was sent: nothing ran, so the death
+        # is not ours to report. Give the slot back and take the next free worker.
+        pool.dispatcher.checkin(slot)
+        left = None if timeout is None else timeout - (loop.time() - started)
+        if left is not None and left <= 0:
+            raise CallTimeout(f"pool {pool.name!r}: no live worker for {tool!r} in time")
+        slot = await pool.dispatcher.checkout(None, left)
     observed = bool(telemetry._handlers)
     if observed:
         meta = {"pool": pool.name, "tool": tool, "worker_id": slot.worker_id}
         telemetry.execute(("aiotp", "pool", "execute", "start"), {"system_time": time.time()}, meta)
     ok = False
+    ticket = Ticket()
     try:
         remaining = None if timeout is None else timeout - (loop.time() - started)
         if remaining is not None and remaining <= 0:
+            ticket.end()  # nothing was sent
             raise CallTimeout(f"pool {pool.name!r}: no time left to run {tool!r} after checkout")
-        result = await slot.handle.request(tool, args, remaining)
+        result = await slot.handle.request(tool, args, remaining, ticket)
         ok = True
     except BaseException as exc:
         if observed:
@@ -146,7 +157,7 @@ async def execute(
             )
         raise
     finally:
-        pool.finished(slot, ok)
+        pool.release(slot, ticket, ok)
     if session is not None:
         pool.record_affinity(session, slot.worker_id)
     if observed:

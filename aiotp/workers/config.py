@@ -22,6 +22,12 @@ Defaults and why:
 - ``preload=True``: process workers are forked from a template process that imported the
   adapter's module once (about 2 ms a worker instead of 50+); False starts each one afresh.
 - ``shutdown=5.0``: seconds a worker gets to finish in-flight requests when stopped.
+- ``cancel_grace=2.0`` and ``overrun="recycle"``: when a caller leaves (timeout, cancellation)
+  while its tool still runs, the worker is told to give up (an async tool is cancelled, a
+  request not started is skipped) and its slot stays busy until the tool really ends. A tool
+  still running ``cancel_grace`` seconds later is an overrun: ``"recycle"`` starts a
+  replacement and kills the worker (as Snakepit and gunicorn kill a worker that overruns its
+  timeout: a sync tool cannot be interrupted otherwise); ``"wait"`` lets it finish.
 - ``max_restarts=None`` (10 per worker) in ``max_seconds=5.0``: pools expect a worker to die now
   and then (OOM, a segfaulting library, a kill by the heartbeat), so their intensity is higher
   than a supervisor's default of 3; a pool whose workers crash faster still escalates.
@@ -37,6 +43,7 @@ import attrs
 __all__ = ["Heartbeat", "PoolConfig"]
 
 PROFILES = ("thread", "process")
+OVERRUN_POLICIES = ("recycle", "wait")
 
 
 def _positive(name: str) -> Any:
@@ -92,6 +99,13 @@ class PoolConfig:
     max_frame: int = attrs.field(default=64 * 1024 * 1024, validator=_positive_int("max_frame"))
     pipeline: int = attrs.field(default=1, validator=_positive_int("pipeline"))
     preload: bool = attrs.field(default=True)
+    cancel_grace: float = attrs.field(default=2.0, validator=_positive("cancel_grace"))
+    overrun: str = attrs.field(default="recycle")
+
+    @overrun.validator
+    def _check_overrun(self, _attr: Any, value: Any) -> None:
+        if value not in OVERRUN_POLICIES:
+            raise ValueError(f"overrun must be one of {OVERRUN_POLICIES}, got {value!r}")
 
     @name.validator
     def _check_name(self, _attr: Any, value: Any) -> None:

@@ -42,6 +42,8 @@ class WorkerSlot:
         "handle",
         "in_flight",
         "index",
+        "orphans",
+        "overrun",
         "recycling",
         "ref",
         "requests",
@@ -62,6 +64,9 @@ class WorkerSlot:
         self.errors = 0
         self.draining = False  # takes no new work; stops when idle
         self.recycling = False  # a replacement is being started; still serving meanwhile
+        # Requests whose caller left while the worker still runs them (counted in in_flight).
+        self.orphans = 0
+        self.overrun = False  # a tool overran its caller past cancel_grace: retire by kill
         self.started_at = time.monotonic()
 
     def __repr__(self) -> str:
@@ -213,9 +218,11 @@ class Dispatcher:
     def checkin(self, slot: WorkerSlot) -> None:
         slot.in_flight -= 1
         if slot.draining:
-            if slot.in_flight == 0 and slot.ref is not None:
+            if slot.in_flight == slot.orphans and slot.ref is not None:
                 slot.ref.send("drained")  # its actor may now stop it
-        elif slot.worker_id in self._by_id:
+        elif slot.worker_id in self._by_id and not slot.handle.closed.done():
+            # A dead worker's slot is never handed on, even before its actor removed it: the
+            # waiter would be failed by a death that happened before its request was sent.
             self._hand_over(slot)
 
     def _hand_over(self, slot: WorkerSlot) -> bool:

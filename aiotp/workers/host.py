@@ -73,6 +73,8 @@ class _Host:
 
             self.pool = ThreadPoolExecutor(threads)
         self._loops = threading.local()
+        # Async tools running now, by request id: a CANCEL frame cancels them.
+        self.async_tools: dict[int, tuple[asyncio.AbstractEventLoop, asyncio.Task[Any]]] = {}
 
     # -- output ---------------------------------------------------------------------------
     def send(self, data: bytes) -> None:
@@ -117,7 +119,7 @@ class _Host:
             else:
                 self.pool.submit(self.send, p.pack([p.PONG, frame[1]]))
         elif kind == p.CANCEL:
-            self.cancelled.add(frame[1])
+            self.cancel(frame[1])
         elif kind == p.STOP:
             self.stop(out)
 
@@ -133,8 +135,25 @@ class _Host:
             self.sock.shutdown(socket.SHUT_WR)
         os._exit(0)
 
+    def cancel(self, rid: int) -> None:
+        """The caller left: skip the request if it has not started, cancel it if it is an
+        async tool. A sync tool that is running cannot be interrupted; it finishes, and the
+        pool decides (after its ``cancel_grace``) whether to wait for it or recycle us."""
+        self.cancelled.add(rid)
+        running = self.async_tools.get(rid)
+        if running is not None:
+            loop, task = running
+            if loop.is_running():
+                loop.call_soon_threadsafe(task.cancel)
+            else:
+                task.cancel()
+
     def _threaded_request(self, frame: list[Any]) -> None:
         out: list[bytes] = []
+        if frame[1] in self.cancelled:  # its caller left while it waited for a thread
+            self.cancelled.discard(frame[1])
+            self.send(_cancelled_frame(frame[1]))
+            return
         self.run_request(frame, out)
         if out:
             self.send(b"".join(out))
@@ -160,11 +179,51 @@ class _Host:
             if kind in ("gen", "agen"):
                 self.run_stream(rid, fn, kind, args, out)
                 return
-            result = self._loop().run_until_complete(fn(**args))
+            result = self._run_async(rid, fn, args)
             out.append(self.encode([p.REPLY, rid, result]))
-        except Exception as exc:
+        except BaseException as exc:  # a tool's KeyboardInterrupt too
+            if isinstance(exc, SystemExit):
+                raise
             f = describe_failure(exc)
             out.append(p.pack([p.ERROR, rid, f.kind, f.type_name, f.message, f.tb]))
+
+    def _run_async(self, rid: int, fn: Any, args: dict[str, Any]) -> Any:
+        """Run an async tool to completion on this thread's loop, cancellable by CANCEL.
+
+        On the inline lane (one thread) nobody else reads the socket while the tool runs, so
+        the loop watches it: CANCEL cancels the tool, PING is answered, anything else waits in
+        the backlog. With a thread pool the reading thread routes CANCEL here itself.
+        """
+        loop = self._loop()
+        task = loop.create_task(fn(**args))
+        self.async_tools[rid] = (loop, task)
+        watching = self.pool is None
+        if watching:
+            loop.add_reader(self.sock.fileno(), self._read_while_async)
+        try:
+            return loop.run_until_complete(task)
+        finally:
+            if watching:
+                loop.remove_reader(self.sock.fileno())
+            del self.async_tools[rid]
+            self.cancelled.discard(rid)
+
+    def _read_while_async(self) -> None:
+        try:
+            data = self.sock.recv(1 << 16, socket.MSG_DONTWAIT)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError:
+            data = b""
+        if not data:
+            os._exit(0)  # the parent is gone
+        for frame in self.reader.feed(data):
+            if frame[0] == p.CANCEL:
+                self.cancel(frame[1])
+            elif frame[0] == p.PING:
+                self.send(p.pack([p.PONG, frame[1]]))
+            else:
+                self.backlog.append(frame)
 
     def run_stream(
         self, rid: int, fn: Any, kind: str, args: dict[str, Any], out: list[bytes]
@@ -212,6 +271,10 @@ class _Host:
                 self.send(p.pack([p.PONG, frame[1]]))
             else:
                 self.backlog.append(frame)
+
+
+def _cancelled_frame(rid: int) -> bytes:
+    return p.pack([p.ERROR, rid, "cancelled", "Cancelled", "the caller left", ""])
 
 
 def serve(sock: socket.socket, adapter: str, threads: int, max_frame: int, worker_id: str) -> None:

@@ -46,6 +46,7 @@ from aiotp.supervisors import (
 from aiotp.workers.config import PoolConfig
 from aiotp.workers.dispatcher import Dispatcher, PoolStats, WorkerSlot
 from aiotp.workers.errors import PoolBusy
+from aiotp.workers.ticket import Ticket
 
 if TYPE_CHECKING:
     from aiotp.runtime.ref import ActorRef
@@ -145,6 +146,45 @@ class Pool:
         self.prestarted.clear()
 
     # -- request bookkeeping (called by execute/stream on the hot path) -------------------
+    def release(self, slot: WorkerSlot, ticket: Ticket, ok: bool) -> None:
+        """The caller is done with `slot`. If the worker still runs the request (the caller
+        timed out or was cancelled), the slot stays busy until the ticket ends."""
+        if not ticket.running:
+            self.finished(slot, ok)
+            return
+        slot.orphans += 1
+        timer = self.rt.loop.call_later(self.config.cancel_grace, self._overran, slot, ticket)
+
+        def ended() -> None:
+            timer.cancel()
+            slot.orphans -= 1
+            self.finished(slot, False)
+
+        ticket.when_ended(ended)
+
+    def _overran(self, slot: WorkerSlot, ticket: Ticket) -> None:
+        """A tool still runs `cancel_grace` s after its caller left (see PoolConfig)."""
+        if not ticket.running or slot.handle.closed.done():
+            return
+        telemetry.execute(
+            ("aiotp", "pool", "worker", "overrun"),
+            {"grace": self.config.cancel_grace},
+            {"pool": self.name, "worker_id": slot.worker_id, "policy": self.config.overrun},
+        )
+        if self.config.overrun != "recycle" or slot.overrun:
+            return
+        _log.warning(
+            "pool %r: worker %s still runs a request %s s after its caller left; recycling it",
+            self.name,
+            slot.worker_id,
+            self.config.cancel_grace,
+        )
+        slot.overrun = True
+        if slot.draining and slot.ref is not None:
+            slot.ref.send("drained")  # already being replaced: retire it now
+        else:
+            self.recycle(slot)
+
     def finished(self, slot: WorkerSlot, ok: bool) -> None:
         slot.requests += 1
         self.dispatcher.requests += 1

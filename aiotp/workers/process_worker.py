@@ -39,6 +39,7 @@ from aiotp.workers.errors import (
     WorkerCrashed,
     WorkerStartError,
 )
+from aiotp.workers.ticket import Ticket
 from aiotp.workers.zygote_client import Zygote
 
 __all__ = ["ProcessWorker", "start_process_worker"]
@@ -124,6 +125,9 @@ class ProcessWorker:
         self.ready: asyncio.Future[None] = self._loop.create_future()
         self._ids = itertools.count(1)
         self._pending: dict[int, asyncio.Future[Any]] = {}
+        # Requests whose caller left (timeout, cancellation) while the worker still runs them:
+        # their ticket ends when the worker's answer arrives or the worker dies.
+        self._orphans: dict[int, Ticket] = {}
         self._streams: dict[int, _Stream] = {}
         self._transport: asyncio.Transport | None = None
         self._stderr: _StderrTail | None = None
@@ -142,9 +146,14 @@ class ProcessWorker:
         kind, rid = frame[0], frame[1]
         if kind in (p.REPLY, p.PONG):
             fut = self._pending.pop(rid, None)
-            if fut is not None and not fut.done():
-                fut.set_result(frame[2] if kind == p.REPLY else None)
+            if fut is not None:
+                if not fut.done():
+                    fut.set_result(frame[2] if kind == p.REPLY else None)
+            elif self._orphans:
+                self._end_orphan(rid)
         elif kind == p.ERROR:
+            if self._orphans and self._end_orphan(rid):
+                return
             exc = self._error(frame)
             fut = self._pending.pop(rid, None)
             if fut is not None:
@@ -180,8 +189,20 @@ class ProcessWorker:
             return UnknownTool(message.split("'")[1] if "'" in message else message, self.tools)
         return ToolError(type_name, message, tb)
 
+    def _end_orphan(self, rid: int) -> bool:
+        ticket = self._orphans.pop(rid, None)
+        if ticket is None:
+            return False
+        ticket.end()
+        return True
+
+    @property
+    def busy(self) -> int:
+        """Requests the worker is really running, including those whose caller left."""
+        return self.in_flight + len(self._orphans)
+
     def broken(self, exc: ProtocolError) -> None:
-        _log.error("worker %s broke the protocol (%s): killing it", self.worker_id, exc)
+        _log.warning("worker %s broke the protocol (%s): killing it", self.worker_id, exc)
         self.kill()
         self.gone(f"protocol error: {exc}")
 
@@ -194,6 +215,9 @@ class ProcessWorker:
             if not fut.done():
                 fut.set_exception(crash)
         self._pending.clear()
+        orphans, self._orphans = self._orphans, {}
+        for ticket in orphans.values():
+            ticket.end()
         for stream in self._streams.values():
             stream.push(p.ERROR, crash)
         if not self.ready.done():
@@ -245,7 +269,8 @@ class ProcessWorker:
 
     def _expire_bucket(self, slot: int) -> None:
         for rid, what, timeout in self._buckets.pop(slot, ()):
-            fut = self._pending.pop(rid, None)
+            # Left in _pending: `request` sees the worker has not answered and orphans it.
+            fut = self._pending.get(rid)
             if fut is not None and not fut.done():
                 fut.set_exception(
                     CallTimeout(
@@ -263,7 +288,12 @@ class ProcessWorker:
         finally:
             self._pending.pop(rid, None)
 
-    async def request(self, tool: str, args: dict[str, Any], timeout: float | None) -> Any:
+    async def request(
+        self, tool: str, args: dict[str, Any], timeout: float | None, ticket: Ticket | None = None
+    ) -> Any:
+        """Run a tool. ``ticket`` (if given) ends when the worker has really finished with the
+        request: a caller that times out or is cancelled leaves it running, and the worker is
+        sent a CANCEL frame (a request not started yet is skipped, an async tool cancelled)."""
         rid = next(self._ids)
         self._send([p.REQUEST, rid, tool, args])
         fut: asyncio.Future[Any] = self._loop.create_future()
@@ -276,10 +306,18 @@ class ProcessWorker:
             return await fut
         except BaseException:
             self.errors += 1
+            if self._pending.pop(rid, None) is not None and not self.closed.done():
+                # No answer yet: the worker still holds the request.
+                if ticket is not None:
+                    self._orphans[rid] = ticket
+                    ticket = None
+                with contextlib.suppress(Exception):
+                    self._send([p.CANCEL, rid])
             raise
         finally:
             self.in_flight -= 1
-            self._pending.pop(rid, None)
+            if ticket is not None:
+                ticket.end()
 
     async def stream(
         self, tool: str, args: dict[str, Any], timeout: float | None

@@ -29,6 +29,7 @@ from aiotp.runtime.errors import CallTimeout
 from aiotp.workers.adapter import THREAD_UNSAFE_MODULES, Adapter, load_adapter
 from aiotp.workers.errors import ToolError, UnknownTool, WorkerCrashed, WorkerStartError
 from aiotp.workers.invoke import Toolbox, ToolFailure, describe_failure
+from aiotp.workers.ticket import Ticket
 
 __all__ = ["ThreadWorker", "abandoned_threads", "start_thread_worker"]
 
@@ -75,6 +76,13 @@ def _settle(fut: asyncio.Future[Any], ok: bool, value: Any) -> None:
         fut.set_exception(value)
 
 
+async def _watch(task: asyncio.Future[Any]) -> None:
+    """The job that tracks an async tool on the runtime's scheduler: shutdown cancels it, and
+    cancelling this await cancels the tool. Its outcome goes to the caller, not to the log."""
+    with contextlib.suppress(BaseException):
+        await task
+
+
 def _expire(fut: asyncio.Future[Any], what: str, timeout: float) -> None:
     if not fut.done():
         fut.set_exception(CallTimeout(f"{what} got no answer within {timeout} s"))
@@ -94,28 +102,41 @@ class _Lane:
             t.start()
 
     def submit(
-        self, loop: asyncio.AbstractEventLoop, fut: asyncio.Future[Any], fn: Callable[[], Any]
+        self,
+        loop: asyncio.AbstractEventLoop,
+        fut: asyncio.Future[Any],
+        fn: Callable[[], Any],
+        ticket: Ticket | None = None,
+        done: Callable[[Ticket], None] | None = None,
     ) -> None:
-        self._jobs.put((loop, fut, fn))
+        self._jobs.put((loop, fut, fn, ticket, done))
 
     def _run(self) -> None:
         while True:
             job = self._jobs.get()
             if job is _STOP:
                 return
-            loop, fut, fn = job
-            with self._busy_lock:
-                self.busy += 1
-            try:
-                value, ok = fn(), True
-            except BaseException as exc:
-                value, ok = exc, False
-            finally:
+            loop, fut, fn, ticket, done = job
+            if ticket is not None and ticket.cancelled:
+                # Its caller left before it started: it never runs.
+                value, ok = ToolFailure("cancelled", "Cancelled", "the caller left"), False
+            else:
                 with self._busy_lock:
-                    self.busy -= 1
+                    self.busy += 1
+                try:
+                    value, ok = fn(), True
+                except BaseException as exc:
+                    # Described here, in the tool's thread, where its traceback is; and some
+                    # exceptions (StopIteration) cannot be set into a future at all.
+                    value, ok = describe_failure(exc), False
+                finally:
+                    with self._busy_lock:
+                        self.busy -= 1
             # RuntimeError: the loop is closed, nobody waits any more.
             with contextlib.suppress(RuntimeError):
                 loop.call_soon_threadsafe(_settle, fut, ok, value)
+                if ticket is not None and done is not None:
+                    loop.call_soon_threadsafe(done, ticket)
 
     def close(self) -> None:
         for _ in self._threads:
@@ -127,7 +148,9 @@ class ThreadWorker:
 
     pid: int | None = None
 
-    def __init__(self, adapter_cls: type[Adapter], worker_id: str, threads: int) -> None:
+    def __init__(
+        self, adapter_cls: type[Adapter], worker_id: str, threads: int, jobs: Any = None
+    ) -> None:
         self.worker_id = worker_id
         self.adapter_cls = adapter_cls
         self.threads = threads
@@ -139,6 +162,9 @@ class ThreadWorker:
         self.closed: asyncio.Future[Any] = self._loop.create_future()
         self._lane = _Lane(threads, f"aiotp-{worker_id}")
         self._pending: set[asyncio.Future[Any]] = set()
+        # Requests the worker has not finished, whether or not their caller still waits.
+        self._tickets: set[Ticket] = set()
+        self._jobs = jobs  # the runtime's scheduler, for async tools (None: bare tasks)
         self._guard = threading.Lock()
         self._entered = 0
         self._warned = False
@@ -148,13 +174,17 @@ class ThreadWorker:
         return f"<ThreadWorker {self.worker_id} in_flight={self.in_flight}>"
 
     # -- lane plumbing --------------------------------------------------------------------
-    def _submit(self, fn: Callable[[], Any], timeout: float | None, what: str) -> Any:
+    def _submit(
+        self, fn: Callable[[], Any], timeout: float | None, what: str, ticket: Ticket | None = None
+    ) -> Any:
         if self.closed.done():
             raise WorkerCrashed(f"worker {self.worker_id} is gone", self.worker_id)
         fut: asyncio.Future[Any] = self._loop.create_future()
         self._pending.add(fut)
         fut.add_done_callback(self._pending.discard)
-        self._lane.submit(self._loop, fut, fn)
+        if ticket is not None:
+            self._tickets.add(ticket)
+        self._lane.submit(self._loop, fut, fn, ticket, self._ticket_done)
         if timeout is not None:
             handle = self._loop.call_later(timeout, _expire, fut, what, timeout)
             fut.add_done_callback(lambda _f: handle.cancel())
@@ -209,11 +239,14 @@ class ThreadWorker:
             self.toolbox = await self._submit(build, timeout, f"setup of {self.worker_id}")
             if self.adapter_cls.safety_checks and self.adapter_cls.thread_safe and self.threads > 1:
                 self._check_unsafe_imports()
-        except BaseException as exc:
+        except asyncio.CancelledError:
+            self.kill()  # the pool gave up on this start: leave no threads serving
+            raise
+        except Exception as exc:
             self.kill()
+            what = str(exc) if isinstance(exc, ToolFailure) else f"{type(exc).__name__}: {exc}"
             raise WorkerStartError(
-                f"worker {self.worker_id} ({self.adapter_cls.__name__}) failed in setup: "
-                f"{type(exc).__name__}: {exc}",
+                f"worker {self.worker_id} ({self.adapter_cls.__name__}) failed in setup: {what}",
                 self.worker_id,
             ) from exc
 
@@ -224,17 +257,33 @@ class ThreadWorker:
         except ToolFailure:
             raise UnknownTool(tool, self.toolbox.names) from None
 
-    async def request(self, tool: str, args: dict[str, Any], timeout: float | None) -> Any:
+    def _ticket_done(self, ticket: Ticket) -> None:
+        self._tickets.discard(ticket)
+        ticket.end()
+
+    @property
+    def busy(self) -> int:
+        """Requests the worker is really running, including those whose caller left."""
+        return len(self._tickets)
+
+    async def request(
+        self, tool: str, args: dict[str, Any], timeout: float | None, ticket: Ticket | None = None
+    ) -> Any:
+        """Run a tool. ``ticket`` (if given) ends when the worker has really finished with the
+        request, which may be after this coroutine raised `CallTimeout` or was cancelled."""
         fn, kind = self._lookup(tool)
         self.in_flight += 1
         self.requests += 1
         try:
             if kind == "async":
-                return await self._run_async(fn, args, timeout)
+                return await self._run_async(fn, args, timeout, ticket)
             if kind in ("gen", "agen"):
-                return [item async for item in self.stream(tool, args, timeout)]
+                items = [item async for item in self.stream(tool, args, timeout)]
+                if ticket is not None:
+                    ticket.end()
+                return items
             return await self._submit(
-                self._guarded(fn, args), timeout, f"{tool} on {self.worker_id}"
+                self._guarded(fn, args), timeout, f"{tool} on {self.worker_id}", ticket
             )
         except (CallTimeout, WorkerCrashed, UnknownTool):
             self.errors += 1
@@ -245,11 +294,22 @@ class ThreadWorker:
             raise ToolError(failure.type_name, failure.message, failure.tb) from None
         finally:
             self.in_flight -= 1
+            if ticket is not None and ticket.running:
+                ticket.cancelled = True  # not started yet: the lane skips it
+                if self.closed.done():
+                    self._ticket_done(ticket)
 
-    async def _run_async(self, fn: Any, args: dict[str, Any], timeout: float | None) -> Any:
-        task = asyncio.ensure_future(fn(**args))
+    async def _run_async(
+        self, fn: Any, args: dict[str, Any], timeout: float | None, ticket: Ticket | None = None
+    ) -> Any:
+        task = self._loop.create_task(fn(**args))
         self._pending.add(task)
         task.add_done_callback(self._pending.discard)
+        if ticket is not None:
+            self._tickets.add(ticket)
+            task.add_done_callback(lambda _t: self._ticket_done(ticket))
+        if self._jobs is not None:
+            await self._jobs.spawn(_watch(task), name=f"async tool on {self.worker_id}")
         try:
             return await asyncio.wait_for(asyncio.shield(task), timeout)
         except TimeoutError:
@@ -310,9 +370,9 @@ class ThreadWorker:
         if self.closed.done():
             return
         deadline = self._loop.time() + grace
-        while self.in_flight and self._loop.time() < deadline:
+        while (self.in_flight or self._tickets) and self._loop.time() < deadline:
             await asyncio.sleep(0.01)
-        if self.in_flight:
+        if self.in_flight or self._tickets:
             self.kill()
             return
         if self.toolbox is not None:
@@ -342,6 +402,8 @@ class ThreadWorker:
                     fut.set_exception(
                         WorkerCrashed(f"worker {self.worker_id} was retired", self.worker_id)
                     )
+        for ticket in list(self._tickets):
+            self._ticket_done(ticket)  # the worker is gone: nothing of it runs for us any more
         self.closed.set_result("killed")
 
     def statistics(self) -> dict[str, int]:
@@ -354,6 +416,7 @@ async def start_thread_worker(
     worker_id: str,
     threads_per_worker: int = 1,
     start_timeout: float = 30.0,
+    jobs: Any = None,
     **_options: Any,
 ) -> ThreadWorker:
     try:
@@ -363,6 +426,6 @@ async def start_thread_worker(
             f"worker {worker_id}: cannot load adapter {adapter!r}: {type(exc).__name__}: {exc}",
             worker_id,
         ) from exc
-    worker = ThreadWorker(cls, worker_id, threads_per_worker)
+    worker = ThreadWorker(cls, worker_id, threads_per_worker, jobs)
     await worker.setup(start_timeout)
     return worker

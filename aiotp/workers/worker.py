@@ -11,6 +11,7 @@ actor crashes with `WorkerCrashed`, and the pool's supervisor starts a replaceme
 
 from __future__ import annotations
 
+import logging
 from typing import TYPE_CHECKING, Any
 
 from aiotp.runtime import telemetry
@@ -27,6 +28,8 @@ if TYPE_CHECKING:
     from aiotp.workers.pool import Pool
 
 __all__ = ["WorkerActor"]
+
+_log = logging.getLogger("aiotp.pool")
 
 
 class WorkerActor(Actor):
@@ -65,22 +68,36 @@ class WorkerActor(Actor):
             if self.slot is not None and self.slot.draining and self.slot.in_flight == 0:
                 self.stop("normal")  # it was on its way out anyway
                 return
-            raise WorkerCrashed(f"worker {self.handle.worker_id} exited: {msg[1]}")
+            # Expected now and then (OOM, a segfaulting library, a kill by the heartbeat): one
+            # WARNING line naming it, not a crash report; the supervisor replaces it.
+            _log.warning(
+                "pool %r: worker %s (pid %s) died: %s; replacing it",
+                self.pool.name,
+                self.handle.worker_id,
+                self.handle.pid,
+                msg[1],
+            )
+            self.stop(WorkerCrashed(f"worker {self.handle.worker_id} exited: {msg[1]}"))
         if msg == "recycle" and self.slot is not None:
             self.pool.recycle(self.slot)
         elif (
             msg in ("retire", "drained")
             and self.slot is not None
             and self.slot.draining
-            and self.slot.in_flight == 0
+            and self.slot.in_flight == self.slot.orphans
         ):
-            # The replacement is serving and our last in-flight request is done.
+            # The replacement is serving and every request a caller still waits for is done
+            # (requests nobody waits for any more do not hold a retiring worker).
             self.stop("normal")
 
     async def terminate(self, reason: Any) -> None:
         if self.slot is not None:
             self.pool.dispatcher.remove(self.slot)
-        if self.handle is not None and is_normal_exit(reason) and not self.handle.closed.done():
+        if self.handle is None or self.handle.closed.done():
+            return
+        if self.slot is not None and self.slot.overrun:
+            self.handle.kill()  # it runs a tool nobody waits for and that would not give up
+        elif is_normal_exit(reason):
             await self.handle.stop(self.pool.config.shutdown)
 
     def on_exit(self, reason: Any) -> None:

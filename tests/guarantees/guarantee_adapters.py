@@ -1,0 +1,55 @@
+"""Adapters for the guarantee tests (importable by path from worker processes)."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import subprocess
+import time
+from pathlib import Path
+from typing import Any
+
+import aiotp
+
+
+class Tools(aiotp.Adapter):
+    thread_safe = True
+
+    @aiotp.tool
+    def quick(self, value: Any = None) -> Any:
+        return value
+
+    @aiotp.tool
+    def pid(self) -> int:
+        return os.getpid()
+
+    @aiotp.tool
+    def block(self, seconds: float, marker: str = "") -> float:
+        """A sync tool: cannot be interrupted; writes `marker` when it really ends."""
+        time.sleep(seconds)
+        if marker:
+            Path(marker).write_text("ended")
+        return seconds
+
+    @aiotp.tool
+    async def wait(self, seconds: float, marker: str = "") -> float:
+        """An async tool: records in `marker` whether it was cancelled or ended."""
+        try:
+            await asyncio.sleep(seconds)
+        except asyncio.CancelledError:
+            if marker:
+                Path(marker).write_text("cancelled")
+            raise
+        if marker:
+            Path(marker).write_text("ended")
+        return seconds
+
+    @aiotp.tool
+    def spawn_child(self, seconds: float = 60.0) -> int:
+        """Starts a grandchild process (as a tool wrapping a CLI would) and returns its pid."""
+        child = subprocess.Popen(["sleep", str(seconds)])
+        return child.pid
+
+    @aiotp.tool
+    def stop_iteration(self) -> None:
+        raise StopIteration("a sync tool leaking StopIteration")
