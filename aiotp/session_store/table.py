@@ -11,6 +11,14 @@
 Each key lives in one shard (``hash(key) & (shards - 1)``), a dict behind its own lock, so
 threads touching different keys rarely contend and every single-key operation is atomic. Reads of
 one key take no lock at all (see `get`).
+
+Values are copy-on-write: every writer stores a *new* value in one dict assignment and never
+changes a stored value in place, which is what makes the lock-free read safe. The table keeps
+its side of this (no method mutates a value); `update`'s function must keep yours: return a new
+value (``lambda v: v + 1``, ``lambda d: {**d, "n": d["n"] + 1}``, ``attrs.evolve``), never
+mutate its argument (``lambda d: d.update(n=1) or d`` lets a reader in another thread see half
+of the change, and the change happen to a value it already holds). Store immutable values, or
+values nobody mutates once stored, and hand out copies of mutable ones (as `SessionStore` does).
 Operations over many keys (`select`, `select_delete`, iteration, `len`) go shard by shard, each
 under its own lock only: never one long global lock, so they see a consistent snapshot of each
 shard, not of the whole table at one instant (as ETS without a fixed table).
@@ -99,8 +107,9 @@ class Table:
         """`lookup` that never raises: `default` (None) when absent.
 
         Reads take no lock: a single dict lookup is atomic in CPython (and per-object locked on
-        free-threaded builds), and every writer replaces a value in one dict store, so a reader
-        sees the value before or after a write, never a torn one.
+        free-threaded builds), and every writer replaces a value in one dict store (copy-on-write,
+        see the module docstring), so a reader sees the value before or after a write, never a
+        torn one. That holds only while nobody mutates a stored value in place.
         """
         try:
             return self._shards[hash(key) & self._mask].get(key, default)
@@ -128,7 +137,9 @@ class Table:
         """Replace the value with ``fn(value)`` atomically and return it.
 
         An absent key raises `KeyError`, or starts from `default` when one is given. `fn` runs
-        under the shard's lock: keep it short and never touch the table from inside it.
+        under the shard's lock: keep it short and never touch the table from inside it. `fn`
+        must return a new value and leave its argument as it was: lock-free readers (`get`,
+        `lookup`) may be holding it (see the module docstring).
         """
         i = self._slot(key)
         with self._locks[i]:
