@@ -6,8 +6,13 @@ timing: ``created_at`` (wall clock, for humans), ``last_accessed`` (the store's 
 for the TTL), ``ttl`` in seconds. A session expires ``ttl`` seconds after it was last accessed;
 an expired session counts as absent everywhere, even before a sweep removes it.
 
-Mutate a session shared between threads through `SessionStore.update`, which runs your function
-under the session's shard lock.
+A `Session` object is never shared between threads by the store: every session the store hands
+out (`get`, `peek`, `create`, `update`, removal hooks) is the caller's own copy, a snapshot of
+one committed state, which no later update reaches into and whose changes reach nothing. To
+change the stored session, go through `SessionStore.update`, which runs your function on a
+fresh copy under the session's shard lock and swaps the result in. `copy` copies the three
+dicts, not the objects in them: a program or metadata value is shared, so replace it
+(``s.put_program("model", new)``), never mutate it in place.
 """
 
 from __future__ import annotations
@@ -19,6 +24,7 @@ import attrs
 __all__ = ["Session"]
 
 _MISSING: Any = object()
+_new = object.__new__
 
 
 @attrs.define(eq=False)
@@ -35,6 +41,46 @@ class Session:
     #: ``heartbeat_timeout`` is closed (reason "gc").
     awaiting_input: bool = False
     last_heartbeat: float = 0.0
+
+    def copy(self) -> Session:
+        """A copy sharing no dict with this session (the values in the dicts are shared).
+
+        Fills the slots directly, not through `attrs.evolve` or ``__init__``: it is on every
+        read path of the store, and this costs half as much. A test pins that it copies every
+        field.
+        """
+        new: Session = _new(Session)
+        new.id = self.id
+        new.ttl = self.ttl
+        new.created_at = self.created_at
+        new.last_accessed = self.last_accessed
+        new.metadata = self.metadata.copy()
+        new.programs = self.programs.copy()
+        new.last_worker_id = self.last_worker_id
+        new.stats = self.stats.copy()
+        new.awaiting_input = self.awaiting_input
+        new.last_heartbeat = self.last_heartbeat
+        return new
+
+    def _touched(self, now: float) -> Session:
+        """This session accessed at `now`, as a new object: the store's copy-on-write touch.
+
+        Shares `metadata` and `programs` with this one: the store never mutates a session it
+        has published, so two published versions may share dicts that neither will change.
+        """
+        new: Session = _new(Session)
+        new.id = self.id
+        new.ttl = self.ttl
+        new.created_at = self.created_at
+        new.last_accessed = now
+        new.metadata = self.metadata
+        new.programs = self.programs
+        new.last_worker_id = self.last_worker_id
+        stats = new.stats = self.stats.copy()
+        stats["accesses"] = stats.get("accesses", 0) + 1
+        new.awaiting_input = self.awaiting_input
+        new.last_heartbeat = self.last_heartbeat
+        return new
 
     def expired(self, now: float) -> bool:
         return now - self.last_accessed > self.ttl

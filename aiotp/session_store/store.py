@@ -5,13 +5,21 @@
     store = aiotp.SessionStore(ttl=3600, sweep_interval=60, max_sessions=10_000, shards=16)
     s = store.create("user-1", ttl=7200, metadata={"user_id": "u1"})
     store.get("user-1")              # touches; SessionNotFound if absent or expired
-    store.update("user-1", lambda s: s.put_program("model", "v2"))
+    s = store.update("user-1", lambda s: s.put_program("model", "v2"))  # -> the updated session
     async with store:                # or store.start() / await store.stop(): background sweeps
         ...
 
 Guarantees and defaults:
 - Safe from many threads and from the event loop at once; every operation on one session is
-  atomic (it runs under that session's shard lock).
+  atomic (it runs under that session's shard lock), and no reader ever sees half of one.
+- Copy-on-write: a stored session is never mutated; every change (`update`, a touch, affinity,
+  heartbeat) builds a new `Session` under the shard lock and swaps it in. If ``fn`` raises,
+  nothing changes. `update` returns the session as ``fn`` left it: a `delete` right after
+  cannot turn a completed update into `SessionNotFound`.
+- Every session handed out (`create`, `get`, `peek`, `update`, removal hooks) is the caller's
+  own copy of one committed state: no later update reaches into it, and changing it changes
+  nothing stored. The copy is one level deep (`Session.copy`): never mutate a value held in
+  ``metadata`` or ``programs``, replace it.
 - ``max_sessions=10_000``: `create` past it raises `SessionQuotaExceeded`; the check reserves a
   place under one small lock, so concurrent creators can never overshoot.
 - ``ttl=3600`` s since the last access (Snakepit's default); an expired session is absent at once
@@ -47,6 +55,7 @@ __all__ = ["RemovalHook", "SessionStore", "StoreStats"]
 
 _log = logging.getLogger("aiotp.sessions")
 RemovalHook = Callable[[str, str, Session], None]
+_Change = Callable[[Session, float], Session]
 
 
 @attrs.frozen
@@ -115,6 +124,7 @@ class SessionStore:
         now = self.clock()
         session = Session(session_id, life, time.time(), now, dict(metadata or {}))
         session.last_heartbeat = now
+        mine = session.copy()  # the caller's copy; `session` is never touched once stored
         t = self._table
         i = t._slot(session_id)
         # An expired session of the same id is replaced in place: it already holds a quota place.
@@ -129,7 +139,7 @@ class SessionStore:
             self._bump("created")
             self._bump("expired")
             self._notify(session_id, "expired", old)
-            return session
+            return mine
         with self._count_lock:
             if self._count >= self.max_sessions:
                 raise SessionQuotaExceeded(
@@ -152,7 +162,7 @@ class SessionStore:
         if raced is not None:
             self._bump("expired")
             self._notify(session_id, "expired", raced)
-        return session
+        return mine
 
     def get_or_create(
         self, session_id: str, ttl: float | None = None, metadata: dict[str, Any] | None = None
@@ -167,71 +177,86 @@ class SessionStore:
             return self.get(session_id)
 
     # -- access -----------------------------------------------------------------------------
-    def _live(self, session_id: str, touch: bool, fn: Callable[[Session], Any] | None) -> Any:
-        """Run under the shard lock on the live session; drop it if it expired."""
+    # Copy-on-write: every change below builds a new Session under the shard lock and stores it
+    # in one dict assignment; a stored Session is never mutated. That keeps the Table's lock-free
+    # read valid, and lets callers copy a stored session after the lock is released.
+    def _live(self, session_id: str, change: _Change | None) -> Session:
+        """The stored live session after `change` (run under its shard lock, if given).
+
+        ``change(stored, now)`` returns the new Session to store; it must not mutate `stored`.
+        An expired session is dropped and reported as `SessionNotFound`.
+        """
         _check_id(session_id)
         t = self._table
         i = t._slot(session_id)
         now = self.clock()
         with t._locks[i]:
             shard = t._shards[i]
-            session = shard.get(session_id)
+            session: Session | None = shard.get(session_id)
+            dead = None
             if session is not None and session.expired(now):
                 del shard[session_id]
                 dead, session = session, None
-            else:
-                dead = None
-            if session is not None:
-                if touch:
-                    session.last_accessed = now
-                    session.stats["accesses"] = session.stats.get("accesses", 0) + 1
-                result = fn(session) if fn is not None else session
-                if isinstance(result, Session) and fn is not None:
-                    shard[session_id] = result
+            elif session is not None and change is not None:
+                session = shard[session_id] = change(session, now)
         if dead is not None:
             self._forget(session_id, "expired", dead)
         if session is None:
             raise SessionNotFound(f"no live session {session_id!r}")
-        return result
+        return session
 
+    # The copies handed out below are made after the lock is released: the stored object they
+    # copy is never mutated, so this is safe, and it keeps the lock short.
     def get(self, session_id: str) -> Session:
-        """The live session (touched: its TTL restarts); `SessionNotFound` otherwise."""
-        return self._live(session_id, True, None)  # type: ignore[no-any-return]
+        """A copy of the live session (touched: its TTL restarts); `SessionNotFound` otherwise."""
+        return self._live(session_id, Session._touched).copy()
 
     def peek(self, session_id: str) -> Session:
         """Like `get`, without touching it."""
-        return self._live(session_id, False, None)  # type: ignore[no-any-return]
+        return self._live(session_id, None).copy()
 
     def touch(self, session_id: str) -> None:
-        self._live(session_id, True, None)
+        self._live(session_id, Session._touched)
 
     def update(self, session_id: str, fn: Callable[[Session], Any]) -> Session:
-        """Run ``fn(session)`` atomically (a returned Session replaces it); returns the session."""
-        self._live(session_id, True, fn)
-        return self.peek(session_id)
+        """Run ``fn(session)`` atomically on a copy, which then replaces the stored session.
+
+        ``fn`` may mutate the session it is given or return a `Session` to store instead; it runs
+        under the shard lock, so keep it short and never call the store from it. Returns a copy
+        of the session as stored right after ``fn`` (not looked up again: a concurrent `delete`
+        cannot make a completed update raise). If ``fn`` raises, nothing changes.
+        """
+
+        def apply(stored: Session, now: float) -> Session:
+            draft = stored.copy()
+            draft.last_accessed = now
+            draft.stats["accesses"] = draft.stats.get("accesses", 0) + 1
+            result = fn(draft)
+            if isinstance(result, Session) and result is not draft:
+                return result.copy()  # fn may keep a reference to what it returned
+            return draft
+
+        return self._live(session_id, apply).copy()
 
     def set_affinity(self, session_id: str, worker_id: str | None) -> None:
-        def assign(s: Session) -> None:
-            s.last_worker_id = worker_id
-
-        self._live(session_id, True, assign)
+        self._assign(session_id, last_worker_id=worker_id)
 
     def heartbeat(self, session_id: str) -> None:
-        now = self.clock()
-
-        def beat(s: Session) -> None:
-            s.last_heartbeat = now
-
-        self._live(session_id, True, beat)
+        self._assign(session_id, last_heartbeat=self.clock())
 
     def set_awaiting_input(self, session_id: str, awaiting: bool = True) -> None:
-        now = self.clock()
+        self._assign(session_id, awaiting_input=awaiting, last_heartbeat=self.clock())
 
-        def mark(s: Session) -> None:
-            s.awaiting_input = awaiting
-            s.last_heartbeat = now
+    def _assign(self, session_id: str, **fields: Any) -> None:
+        """Touch and set plain fields: an `update` that need not copy the dicts."""
 
-        self._live(session_id, True, mark)
+        def assign(stored: Session, now: float) -> Session:
+            new = stored._touched(now)  # shares the dicts, which no field set here holds
+            for name, value in fields.items():
+                setattr(new, name, value)
+            return new
+
+        self._live(session_id, assign)
 
     def delete(self, session_id: str) -> bool:
         """Remove a session; True if a live one was there."""
@@ -276,7 +301,11 @@ class SessionStore:
         return lambda: self._hooks.remove(hook) if hook in self._hooks else None
 
     def _notify(self, session_id: str, reason: str, session: Session) -> None:
-        for hook in list(self._hooks):
+        hooks = list(self._hooks)
+        if hooks:
+            # A copy: a reader may still be copying the removed object outside the lock.
+            session = session.copy()
+        for hook in hooks:
             try:
                 hook(session_id, reason, session)
             except Exception:
