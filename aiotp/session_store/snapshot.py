@@ -6,6 +6,9 @@ flushed to disk, and renamed over the target, so a crash mid-write leaves the ol
 Restoring checks magic, length and checksum and validates every record before the first session
 is adopted: a truncated or corrupt file raises `SnapshotError` and loads nothing.
 
+A snapshot is consistent shard by shard (each shard is copied under its lock, see
+`write_snapshot`), as `Table.select` is; no session is ever saved half-updated.
+
 Timing survives the move between processes: a session is saved with its *remaining* TTL (monotonic
 clocks differ from one process to the next) and restored with that much life left.
 """
@@ -34,24 +37,19 @@ VERSION = 1
 
 
 def write_snapshot(store: SessionStore, path: str | os.PathLike[str]) -> int:
+    """Save every live session; returns how many. Consistent shard by shard, not globally.
+
+    Each shard's records are built under that shard's lock, the dicts copied, so a shard is
+    saved as of one instant and no session is saved half-updated; packing and disk I/O happen
+    after every lock is released. Like `Table.select`, there is no instant at which the whole
+    store is frozen: a session of another shard may change between two shards' copies.
+    """
     now = store.clock()
-    records = []
-    for sid, s in store._table:
-        if s.expired(now):
-            continue
-        records.append(
-            {
-                "id": sid,
-                "ttl": s.ttl,
-                "remaining": s.remaining(now),
-                "created_at": s.created_at,
-                "metadata": s.metadata,
-                "programs": s.programs,
-                "last_worker_id": s.last_worker_id,
-                "stats": s.stats,
-                "awaiting_input": s.awaiting_input,
-            }
-        )
+    table = store._table
+    records: list[dict[str, Any]] = []
+    for i in range(table.shard_count):
+        with table._locks[i]:
+            records.extend(_record(s, now) for s in table._shards[i].values() if not s.expired(now))
     try:
         body = msgpack.packb({"version": VERSION, "sessions": records}, use_bin_type=True)
     except (TypeError, ValueError) as exc:
@@ -70,6 +68,20 @@ def write_snapshot(store: SessionStore, path: str | os.PathLike[str]) -> int:
             os.unlink(tmp)
         raise
     return len(records)
+
+
+def _record(s: Session, now: float) -> dict[str, Any]:
+    return {
+        "id": s.id,
+        "ttl": s.ttl,
+        "remaining": s.remaining(now),
+        "created_at": s.created_at,
+        "metadata": dict(s.metadata),
+        "programs": dict(s.programs),
+        "last_worker_id": s.last_worker_id,
+        "stats": dict(s.stats),
+        "awaiting_input": s.awaiting_input,
+    }
 
 
 def _load(path: str | os.PathLike[str]) -> list[dict[str, Any]]:
