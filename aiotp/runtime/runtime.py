@@ -146,7 +146,12 @@ class Runtime:
         nobody to link to). `name` registers it (`NameTaken` if held). `max_mailbox` bounds its
         mailbox. `init_timeout` kills an actor whose init takes longer and raises `CallTimeout`.
         """
-        self._check_open(f"spawn {getattr(cls, '__name__', cls)!r}")
+        if self._state is not _State.RUNNING and not (
+            self._state is _State.STOPPING and _current.get() is not None
+        ):
+            # While stopping, actors still running may start children (a supervisor restarts
+            # a crashed child until its own turn to stop comes, as in OTP); new roots may not.
+            self._check_open(f"spawn {getattr(cls, '__name__', cls)!r}")
         if not (isinstance(cls, type) and issubclass(cls, Actor)):
             raise TypeError(f"spawn needs an aiotp.Actor subclass, got {cls!r}")
         if max_mailbox is not None and (not isinstance(max_mailbox, int) or max_mailbox < 1):
@@ -386,8 +391,9 @@ class Runtime:
             roots = [ref for ref in self._actors if ref._parent is None]
             for ref in reversed(roots):
                 await self.stop_or_kill(ref, "shutdown", self.shutdown_timeout)
-            for ref in reversed(list(self._actors)):
-                await self.stop_or_kill(ref, "shutdown", self.shutdown_timeout)
+            for _ in range(3):  # children started while their owners stopped, if any
+                for ref in reversed(list(self._actors)):
+                    await self.stop_or_kill(ref, "shutdown", self.shutdown_timeout)
             await self._close_extensions()
         except asyncio.CancelledError:
             await _await_through_cancel(self._force_stop(), self.shutdown_timeout)

@@ -261,21 +261,39 @@ class PoolManager(Actor):
 
     async def handle_cast(self, msg: Any) -> None:
         if isinstance(msg, tuple) and msg[0] == "replace":
-            slot: WorkerSlot = msg[1]
-            try:
-                await self.workers.start_child(
-                    worker_spec(self.pool, slot.index, recycling=True), timeout=None
-                )
-            except Exception:
-                _log.exception(
-                    "pool %r: could not start a replacement for %s", self.pool.name, slot
-                )
-                slot.recycling = False  # keep serving with the old one; try again later
-                return
-            slot.draining = True  # the replacement serves now: the old one takes no new work
-            self.pool.emit_recycled(slot)
-            if slot.ref is not None:
-                slot.ref.send("retire")
+            # A background job: the manager's mailbox stays free while a worker starts.
+            await self.runtime.jobs.spawn(
+                self._replace(msg[1]), name=f"pool {self.pool.name!r} replacement"
+            )
+
+    async def _replace(self, slot: WorkerSlot) -> None:
+        if not self.runtime.running:
+            slot.recycling = False  # the runtime is stopping: the old worker stops with it
+            return
+        try:
+            await self.workers.start_child(
+                worker_spec(self.pool, slot.index, recycling=True), timeout=None
+            )
+        except Exception as exc:
+            slot.recycling = False
+            if not self.runtime.running or not self.ref.alive:
+                return  # the pool or the runtime is going away: nothing to replace
+            _log.warning(
+                "pool %r: could not start a replacement for %s: %r",
+                self.pool.name,
+                slot,
+                exc,
+                exc_info=exc,
+            )
+            if slot.overrun and slot.ref is not None:
+                # It runs a tool nobody waits for and must go even without a stand-in; its
+                # supervisor restarts it.
+                self.runtime.exit(slot.ref, "kill")
+            return
+        slot.draining = True  # the replacement serves now: the old one takes no new work
+        self.pool.emit_recycled(slot)
+        if slot.ref is not None:
+            slot.ref.send("retire")
 
     async def terminate(self, reason: Any) -> None:
         self.pool.dispatcher.close(PoolBusy(f"pool {self.pool.name!r} is stopping"))
