@@ -20,6 +20,7 @@ if TYPE_CHECKING:
         ToolError,
         UnknownPool,
         UnknownTool,
+        UnsupportedPlatform,
         WorkerCrashed,
         WorkerStartError,
     )
@@ -45,6 +46,7 @@ _EXPORTS: dict[str, str] = {
     "UnknownTool": "aiotp.workers.errors",
     "WorkerCrashed": "aiotp.workers.errors",
     "WorkerStartError": "aiotp.workers.errors",
+    "UnsupportedPlatform": "aiotp.workers.errors",
     "HeartbeatTimeout": "aiotp.workers.heartbeat",
     "pool_spec": "aiotp.workers.pool",
 }
@@ -62,6 +64,7 @@ __all__ = [
     "ToolError",
     "UnknownPool",
     "UnknownTool",
+    "UnsupportedPlatform",
     "WorkerCrashed",
     "WorkerStartError",
     "WorkerStats",

@@ -116,6 +116,10 @@ class PoolConfig:
     def _check_profile(self, _attr: Any, value: Any) -> None:
         if value not in PROFILES:
             raise ValueError(f"profile must be one of {PROFILES}, got {value!r}")
+        if value == "process":
+            from aiotp.workers.platform import check_process_profile
+
+            check_process_profile()  # UnsupportedPlatform now, not after a child started
 
     @heartbeat.validator
     def _check_heartbeat(self, _attr: Any, value: Any) -> None:

@@ -11,6 +11,7 @@
 | `UnknownPool` | the caller | no pool by that name is running |
 | `WorkerStartError` | the adapter or its environment | the worker never served |
 | `ProtocolError` | a worker broke the wire protocol | that worker was killed and replaced |
+| `UnsupportedPlatform` | the platform | the process profile needs Linux 5.3+; nothing started |
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ __all__ = [
     "ToolError",
     "UnknownPool",
     "UnknownTool",
+    "UnsupportedPlatform",
     "WorkerCrashed",
     "WorkerStartError",
 ]
@@ -87,6 +89,10 @@ class WorkerStartError(AiotpError):
         super().__init__(message)
         self.worker_id = worker_id
         self.stderr = stderr
+
+
+class UnsupportedPlatform(AiotpError):
+    """The process profile runs on Linux only (it needs pidfds); use the thread profile."""
 
 
 class ProtocolError(AiotpError):

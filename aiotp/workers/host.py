@@ -31,6 +31,7 @@ if TYPE_CHECKING:
 # asyncio and concurrent.futures are imported only when an adapter needs them (async tools,
 # threads_per_worker > 1): together they are 30 ms of a worker's start, which is most of it.
 
+from aiotp.workers import host_stream
 from aiotp.workers import protocol as p
 from aiotp.workers.adapter import load_adapter
 from aiotp.workers.invoke import Toolbox, describe_failure
@@ -57,6 +58,31 @@ def die_with_parent(expected_parent: int | None) -> None:
         os._exit(0)  # the parent died before prctl took effect
 
 
+def die_with_runtime(runtime_pidfd: int) -> None:
+    """Watch the runtime process (a pidfd) and take our whole process group down when it dies.
+
+    Workers forked by the template are the template's children, so the parent-death signal
+    would tie them to the template rather than to the runtime. A daemon thread blocked on the
+    runtime's pidfd costs no CPU and works even while every other thread is stuck in a tool.
+    """
+    import select
+
+    def watch() -> None:
+        with contextlib.suppress(OSError):
+            select.select([runtime_pidfd], [], [])
+        exit_with_group(0)
+
+    threading.Thread(target=watch, name="aiotp-runtime-watch", daemon=True).start()
+
+
+def exit_with_group(code: int) -> None:
+    """Leave, taking the processes our tools started with us (we lead our process group)."""
+    if os.getpgrp() == os.getpid():
+        with contextlib.suppress(OSError):
+            os.killpg(os.getpid(), signal.SIGKILL)  # the group, ourselves included
+    os._exit(code)
+
+
 class _Host:
     def __init__(self, sock: socket.socket, box: Toolbox, threads: int, max_frame: int) -> None:
         self.sock = sock
@@ -73,6 +99,7 @@ class _Host:
 
             self.pool = ThreadPoolExecutor(threads)
         self._loops = threading.local()
+        self.streams = host_stream.Streams()  # credit gates of threaded streams
         # Async tools running now, by request id: a CANCEL frame cancels them.
         self.async_tools: dict[int, tuple[asyncio.AbstractEventLoop, asyncio.Task[Any]]] = {}
 
@@ -97,7 +124,7 @@ class _Host:
             except OSError:
                 data = b""
             if not data:
-                os._exit(0)  # EOF: the parent is gone; nobody to answer
+                exit_with_group(0)  # EOF: the parent is gone; nobody to answer
             out: list[bytes] = []
             for frame in self.reader.feed(data):
                 self.handle(frame, out)
@@ -120,6 +147,8 @@ class _Host:
                 self.pool.submit(self.send, p.pack([p.PONG, frame[1]]))
         elif kind == p.CANCEL:
             self.cancel(frame[1])
+        elif kind == p.CREDIT:
+            self.streams.credit(frame[1], frame[2])
         elif kind == p.STOP:
             self.stop(out)
 
@@ -216,7 +245,7 @@ class _Host:
         except OSError:
             data = b""
         if not data:
-            os._exit(0)  # the parent is gone
+            exit_with_group(0)  # the parent is gone
         for frame in self.reader.feed(data):
             if frame[0] == p.CANCEL:
                 self.cancel(frame[1])
@@ -228,50 +257,11 @@ class _Host:
     def run_stream(
         self, rid: int, fn: Any, kind: str, args: dict[str, Any], out: list[bytes]
     ) -> None:
+        """A generator tool: items within the caller's credit window (host_stream.py)."""
         if out:  # earlier replies go first
             self.send(b"".join(out))
             out.clear()
-        gen = fn(**args)
-        loop = self._loop() if kind == "agen" else None
-        try:
-            while True:
-                if self.pool is None:
-                    self._poll_between_items()
-                if rid in self.cancelled:
-                    break
-                try:
-                    item = loop.run_until_complete(gen.__anext__()) if loop else next(gen)
-                except (StopIteration, StopAsyncIteration):
-                    break
-                self.send(self.encode([p.ITEM, rid, item]))
-        finally:
-            with contextlib.suppress(Exception):
-                if loop is not None:
-                    loop.run_until_complete(gen.aclose())
-                else:
-                    gen.close()
-            self.cancelled.discard(rid)
-        self.send(p.pack([p.END, rid]))
-
-    def _poll_between_items(self) -> None:
-        """Inline streams still hear CANCEL and PING between items."""
-        self.sock.setblocking(False)
-        try:
-            data = self.sock.recv(1 << 16)
-        except (BlockingIOError, InterruptedError):
-            return
-        finally:
-            self.sock.setblocking(True)
-        if not data:
-            os._exit(0)
-        for frame in self.reader.feed(data):
-            if frame[0] == p.CANCEL:
-                self.cancelled.add(frame[1])
-            elif frame[0] == p.PING:
-                self.send(p.pack([p.PONG, frame[1]]))
-            else:
-                self.backlog.append(frame)
-
+        host_stream.run_stream(self, rid, fn, kind, args)
 
 def _cancelled_frame(rid: int) -> bytes:
     return p.pack([p.ERROR, rid, "cancelled", "Cancelled", "the caller left", ""])

@@ -71,6 +71,7 @@ class Pool:
         self.manager: ActorRef | None = None
         self._generation = itertools.count()
         self.zygote: Any = None
+        self._zygote_lock = asyncio.Lock()
         self._abandoned_before = _abandoned_threads()
 
     async def start_handle(self, index: int) -> Any:
@@ -88,7 +89,7 @@ class Pool:
                 threads_per_worker=cfg.threads_per_worker,
                 env=dict(cfg.env) if cfg.env else None,
                 start_timeout=cfg.start_timeout,
-                zygote=self.zygote,
+                zygote=await self._usable_zygote(),
                 max_frame=cfg.max_frame,
             )
         return await thread_worker.start_thread_worker(
@@ -96,44 +97,52 @@ class Pool:
             worker_id=worker_id,
             threads_per_worker=cfg.threads_per_worker,
             start_timeout=cfg.start_timeout,
+            jobs=self.rt.jobs,
         )
 
     async def prestart(self) -> None:
         """Start every worker, ``startup_batch`` at a time; on a failure stop them all and raise."""
         cfg = self.config
         indices = list(range(cfg.size))
-        if cfg.profile == "process" and self.zygote is None:
-            await self._start_zygote()
+
+        async def start(index: int) -> None:
+            # Kept as soon as it is ready: a start that succeeds while a sibling fails or the
+            # whole prestart is cancelled is still found (and killed) by kill_prestarted.
+            self.prestarted[index] = await self.start_handle(index)
+
         try:
             for at in range(0, len(indices), cfg.startup_batch):
                 batch = indices[at : at + cfg.startup_batch]
-                results = await asyncio.gather(
-                    *(self.start_handle(i) for i in batch), return_exceptions=True
-                )
-                failure: BaseException | None = None
-                for i, result in zip(batch, results, strict=True):
-                    if isinstance(result, BaseException):
-                        failure = failure or result
-                    else:
-                        self.prestarted[i] = result
+                results = await asyncio.gather(*(start(i) for i in batch), return_exceptions=True)
+                failure = next((r for r in results if isinstance(r, BaseException)), None)
                 if failure is not None:
                     raise failure
         except BaseException:
             self.kill_prestarted()
             raise
 
-    async def _start_zygote(self) -> None:
+    async def _usable_zygote(self) -> Any:
+        """The pool's template process, (re)started when missing or dead; None without
+        ``preload`` or when the adapter cannot be preloaded (plain starts then report why)."""
         from aiotp.workers.adapter import adapter_path
         from aiotp.workers.zygote_client import Zygote
 
         cfg = self.config
-        try:
-            path = cfg.adapter if isinstance(cfg.adapter, str) else adapter_path(cfg.adapter)
-        except ValueError:
-            return  # plain starts will report the error with the worker's name
-        if cfg.preload:
+        if not cfg.preload:
+            return None
+        async with self._zygote_lock:
+            if self.zygote is not None and self.zygote.usable:
+                return self.zygote
+            try:
+                path = cfg.adapter if isinstance(cfg.adapter, str) else adapter_path(cfg.adapter)
+            except ValueError:
+                return None
+            old, self.zygote = self.zygote, None
+            if old is not None:
+                await old.aclose()  # reap the dead one
             env = dict(cfg.env) if cfg.env else None
             self.zygote = await Zygote.start(path, env, cfg.start_timeout)
+            return self.zygote
 
     def close_zygote(self) -> None:
         if self.zygote is not None:

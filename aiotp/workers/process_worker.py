@@ -17,7 +17,6 @@ Guarantees:
 from __future__ import annotations
 
 import asyncio
-import collections
 import contextlib
 import itertools
 import logging
@@ -26,7 +25,6 @@ import signal
 import socket
 import subprocess
 import sys
-from collections.abc import AsyncIterator
 from typing import Any
 
 from aiotp.runtime.errors import CallTimeout
@@ -39,6 +37,8 @@ from aiotp.workers.errors import (
     WorkerCrashed,
     WorkerStartError,
 )
+from aiotp.workers.platform import check_process_profile
+from aiotp.workers.streaming import Stream
 from aiotp.workers.ticket import Ticket
 from aiotp.workers.zygote_client import Zygote
 
@@ -46,25 +46,6 @@ __all__ = ["ProcessWorker", "start_process_worker"]
 
 _log = logging.getLogger("aiotp.workers")
 STDERR_TAIL = 8192
-
-
-def _expire(fut: asyncio.Future[Any], what: str, timeout: float) -> None:
-    if not fut.done():
-        fut.set_exception(CallTimeout(f"{what} got no answer within {timeout} s"))
-
-
-class _Stream:
-    __slots__ = ("ended", "items", "waiter")
-
-    def __init__(self) -> None:
-        self.items: collections.deque[tuple[int, Any]] = collections.deque()
-        self.waiter: asyncio.Future[None] | None = None
-        self.ended = False
-
-    def push(self, kind: int, value: Any) -> None:
-        self.items.append((kind, value))
-        if self.waiter is not None and not self.waiter.done():
-            self.waiter.set_result(None)
 
 
 class _Protocol(asyncio.Protocol):
@@ -128,7 +109,7 @@ class ProcessWorker:
         # Requests whose caller left (timeout, cancellation) while the worker still runs them:
         # their ticket ends when the worker's answer arrives or the worker dies.
         self._orphans: dict[int, Ticket] = {}
-        self._streams: dict[int, _Stream] = {}
+        self._streams: dict[int, Stream] = {}
         self._transport: asyncio.Transport | None = None
         self._stderr: _StderrTail | None = None
         self._pidfd: int | None = None
@@ -222,12 +203,21 @@ class ProcessWorker:
             stream.push(p.ERROR, crash)
         if not self.ready.done():
             self.ready.set_exception(crash)
+            self.ready.exception()  # a start that was given up on does not read it: no warning
         if self._transport is not None:
             self._transport.abort()
         self.closed.set_result(reason)
 
     def _exited(self) -> None:
-        """The pidfd became readable: the process is gone (reap it if it is ours)."""
+        """The pidfd became readable: the process is gone (reap it if it is ours).
+
+        Whatever ended it (STOP, a crash, a SIGKILL from outside), the processes its tools
+        started die with it: its process group is killed before it is reaped. While any
+        member of the group lives, the group id cannot be reused by another process.
+        """
+        if self.pid is not None:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(self.pid, signal.SIGKILL)
         if self._pidfd is not None:
             self._loop.remove_reader(self._pidfd)
             os.close(self._pidfd)
@@ -319,46 +309,27 @@ class ProcessWorker:
             if ticket is not None:
                 ticket.end()
 
-    async def stream(
-        self, tool: str, args: dict[str, Any], timeout: float | None
-    ) -> AsyncIterator[Any]:
+    def stream(self, tool: str, args: dict[str, Any], timeout: float | None) -> Stream:
+        """Items of a generator tool, at most a window ahead of the caller (see streaming.py):
+        credit goes back in CREDIT frames, leaving early sends CANCEL."""
         rid = next(self._ids)
         self._send([p.REQUEST, rid, tool, args])
-        stream = _Stream()
-        self._streams[rid] = stream
-        self.in_flight += 1
-        try:
-            while True:
-                if not stream.items:
-                    stream.waiter = self._loop.create_future()
-                    handle = (
-                        self._loop.call_later(
-                            timeout, _expire, stream.waiter, f"stream {tool}", timeout
-                        )
-                        if timeout is not None
-                        else None
-                    )
-                    try:
-                        await stream.waiter
-                    finally:
-                        if handle is not None:
-                            handle.cancel()
-                        stream.waiter = None
-                kind, value = stream.items.popleft()
-                if kind == p.ITEM:
-                    yield value
-                elif kind == p.END:
-                    stream.ended = True
-                    return
-                else:
-                    stream.ended = True
-                    raise value
-        finally:
+
+        def grant(n: int) -> None:
+            if not self.closed.done():
+                self._send([p.CREDIT, rid, n])
+
+        def finish(completed: bool) -> None:
             self.in_flight -= 1
             del self._streams[rid]
-            if not stream.ended and not self.closed.done():
+            if not completed and not self.closed.done():
                 with contextlib.suppress(Exception):
                     self._send([p.CANCEL, rid])
+
+        stream = Stream(self._loop, f"stream {tool} on {self.worker_id}", timeout, grant, finish)
+        self._streams[rid] = stream
+        self.in_flight += 1
+        return stream
 
     async def ping(self, timeout: float) -> float:
         rid = next(self._ids)
@@ -413,14 +384,58 @@ async def start_process_worker(
     zygote: Zygote | None = None,
     **_options: Any,
 ) -> ProcessWorker:
+    """Start one worker process and return its handle once it is ready.
+
+    Safe to cancel: a cancelled start kills the process (and its group) and re-raises
+    `CancelledError`; every other failure is a `WorkerStartError`. No descriptor outlives a
+    failed start.
+    """
+    check_process_profile()
     try:
         path = adapter if isinstance(adapter, str) else adapter_path(adapter)
     except ValueError as exc:
         raise WorkerStartError(f"worker {worker_id}: {exc}", worker_id) from None
-    loop = asyncio.get_running_loop()
     worker = ProcessWorker(worker_id, max_frame)
     parent_sock, child_sock = socket.socketpair()
     err_r, err_w = os.pipe()
+    owned: dict[str, Any] = {"sock": parent_sock, "err": err_r}  # closed unless handed on
+    try:
+        await _spawn(worker, path, child_sock, err_w, threads_per_worker, max_frame, env, zygote)
+        await _connect(worker, owned)
+        await asyncio.wait_for(asyncio.shield(worker.ready), start_timeout)
+    except asyncio.CancelledError:
+        worker.kill()
+        _close_owned(owned)
+        raise
+    except BaseException as exc:
+        worker.kill()
+        _close_owned(owned)
+        raise await _start_error(worker, path, exc) from None
+    return worker
+
+
+def _close_owned(owned: dict[str, Any]) -> None:
+    sock = owned.pop("sock", None)
+    if sock is not None:
+        sock.close()
+    err = owned.pop("err", None)
+    if err is not None:
+        with contextlib.suppress(OSError):
+            os.close(err)
+
+
+async def _spawn(
+    worker: ProcessWorker,
+    path: str,
+    child_sock: socket.socket,
+    err_w: int,
+    threads_per_worker: int,
+    max_frame: int,
+    env: dict[str, str] | None,
+    zygote: Zygote | None,
+) -> None:
+    """Fork (from the template) or start the process; the child's ends are closed here."""
+    worker_id = worker.worker_id
     try:
         if zygote is not None and zygote.usable:
             pid = await zygote.fork(worker_id, threads_per_worker, max_frame, child_sock, err_w)
@@ -448,27 +463,43 @@ async def start_process_worker(
         child_sock.close()
         os.close(err_w)
     worker.pid = pid
-    with contextlib.suppress(OSError):
-        worker._pidfd = os.pidfd_open(pid)
-        loop.add_reader(worker._pidfd, worker._exited)
-    _, worker._stderr = await loop.connect_read_pipe(_StderrTail, os.fdopen(err_r, "rb", 0))
-    transport, _ = await loop.connect_accepted_socket(lambda: _Protocol(worker), sock=parent_sock)
-    worker._transport = transport
     try:
-        await asyncio.wait_for(asyncio.shield(worker.ready), start_timeout)
-    except BaseException as exc:
-        worker.kill()
+        worker._pidfd = os.pidfd_open(pid)
+    except OSError as exc:
+        # Without a pidfd we could never kill it safely later (pid reuse): kill it now, while
+        # the pid is certainly still its own, and refuse the start.
+        with contextlib.suppress(OSError):
+            os.killpg(pid, signal.SIGKILL)
+        if worker._popen is not None:
+            worker._popen.wait()
+        raise WorkerStartError(f"worker {worker_id}: pidfd_open failed: {exc}", worker_id) from exc
+    asyncio.get_running_loop().add_reader(worker._pidfd, worker._exited)
+
+
+async def _connect(worker: ProcessWorker, owned: dict[str, Any]) -> None:
+    """Hand the parent's ends (stderr pipe, socket) to the loop's transports."""
+    loop = asyncio.get_running_loop()
+    err_file = os.fdopen(owned.pop("err"), "rb", 0)
+    _, worker._stderr = await loop.connect_read_pipe(_StderrTail, err_file)
+    sock = owned.pop("sock")
+    transport, _ = await loop.connect_accepted_socket(lambda: _Protocol(worker), sock=sock)
+    worker._transport = transport
+
+
+async def _start_error(worker: ProcessWorker, path: str, exc: BaseException) -> BaseException:
+    """The error a failed start raises, with the tail of the worker's stderr."""
+    tail = ""
+    if worker._stderr is not None:
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(asyncio.shield(worker._stderr.eof), 1.0)
         tail = worker._stderr.text().strip()
-        if isinstance(exc, WorkerStartError):
-            exc.stderr = tail or exc.stderr
-            raise
-        reason = "did not become ready in time" if isinstance(exc, TimeoutError) else str(exc)
-        raise WorkerStartError(
-            f"worker {worker_id} ({path}) failed to start: {reason}"
-            + (f"\n--- stderr ---\n{tail[-2000:]}" if tail else ""),
-            worker_id,
-            tail,
-        ) from None
-    return worker
+    if isinstance(exc, WorkerStartError):
+        exc.stderr = tail or exc.stderr
+        return exc
+    reason = "did not become ready in time" if isinstance(exc, TimeoutError) else str(exc)
+    return WorkerStartError(
+        f"worker {worker.worker_id} ({path}) failed to start: {reason}"
+        + (f"\n--- stderr ---\n{tail[-2000:]}" if tail else ""),
+        worker.worker_id,
+        tail,
+    )

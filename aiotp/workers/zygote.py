@@ -10,7 +10,9 @@ descriptors attached (the worker's socket and stderr pipe, via SCM_RIGHTS); the 
 answers with the worker's pid as 4 bytes. The zygote never runs adapter code itself beyond the
 module import (``setup()`` runs in each worker), stays single-threaded so forking is safe, lets
 the kernel reap its children (SIGCHLD ignored), and dies with the runtime (EOF on the control
-socket, and the parent-death signal). Each worker in turn dies with the zygote.
+socket, and the parent-death signal). Its workers do *not* die with it: each watches the runtime
+process itself (a pidfd the zygote opened and every fork inherits), so SIGKILL of the template
+kills no worker and fails no call; the pool starts a new template when it next needs one.
 
 If the zygote cannot start (the adapter's module does not import, say), the pool falls back to
 plain starts, which then report the failure with the worker's stderr.
@@ -38,6 +40,9 @@ def main() -> None:
     env = os.environ
     parent = int(env["AIOTP_PARENT_PID"])
     host.die_with_parent(parent)
+    # Opened while the runtime is surely alive (we die with it) and inherited by every worker
+    # we fork: they watch the runtime itself, not us, so losing the template kills no worker.
+    runtime_fd = os.pidfd_open(parent)
     ctrl = socket.socket(fileno=int(env["AIOTP_ZYGOTE_FD"]))
     adapter = env["AIOTP_ADAPTER"]
     try:
@@ -51,7 +56,6 @@ def main() -> None:
         os._exit(1)
     signal.signal(signal.SIGCHLD, signal.SIG_IGN)  # the kernel reaps our children
     ctrl.sendall(b"R")
-    zygote_pid = os.getpid()
     while True:
         try:
             msg, fds, _flags, _addr = socket.recv_fds(ctrl, 4096, 2)
@@ -67,7 +71,7 @@ def main() -> None:
                 ctrl.close()
                 os.setsid()  # own process group: a stop signals the worker and its children
                 signal.signal(signal.SIGCHLD, signal.SIG_DFL)
-                host.die_with_parent(zygote_pid)
+                host.die_with_runtime(runtime_fd)
                 os.dup2(err_fd, 2)
                 os.close(err_fd)
                 sock = socket.socket(fileno=worker_fd)

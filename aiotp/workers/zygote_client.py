@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import logging
 import os
+import signal
 import socket
 import struct
 import subprocess
@@ -73,6 +74,11 @@ class Zygote:
             answer = await asyncio.wait_for(loop.sock_recv(parent, 4096), timeout)
         except (TimeoutError, OSError):
             answer = b""
+        except asyncio.CancelledError:
+            parent.close()  # a cancelled start leaves no template behind
+            proc.kill()
+            await loop.run_in_executor(None, proc.wait)
+            raise
         if answer != b"R":
             if answer.startswith(b"F"):
                 _log.debug("zygote for %s could not preload: %s", adapter, answer[1:].decode())
@@ -86,21 +92,46 @@ class Zygote:
     async def fork(
         self, worker_id: str, threads: int, max_frame: int, sock: socket.socket, err_fd: int
     ) -> int:
-        """Fork one worker serving on `sock` with stderr on `err_fd`; returns its pid."""
-        loop = asyncio.get_running_loop()
+        """Fork one worker serving on `sock` with stderr on `err_fd`; returns its pid.
+
+        Safe to cancel: once the request is sent, the template forks whatever we do, and its
+        answer would be read by the next fork as that fork's pid. So a cancelled fork still
+        takes the answer (bounded) and kills the worker it names before re-raising.
+        """
         async with self._lock:
-            request = msgpack.packb([worker_id, threads, max_frame])
+            exchange = asyncio.ensure_future(
+                self._exchange(worker_id, threads, max_frame, sock, err_fd)
+            )
             try:
-                socket.send_fds(self._ctrl, [request], [sock.fileno(), err_fd])
-                answer = b""
-                while len(answer) < 4:
-                    chunk = await asyncio.wait_for(loop.sock_recv(self._ctrl, 4 - len(answer)), 5)
-                    if not chunk:
-                        raise ConnectionError("zygote closed its socket")
-                    answer += chunk
-            except (OSError, TimeoutError, ConnectionError) as exc:
-                self.usable = False
-                raise OSError(f"zygote for {self.adapter} failed to fork: {exc}") from exc
+                return await asyncio.shield(exchange)
+            except asyncio.CancelledError:
+                await asyncio.wait({exchange}, timeout=5.0)
+                if exchange.done() and not exchange.cancelled() and exchange.exception() is None:
+                    pid = exchange.result()
+                    for kill in (os.killpg, os.kill):  # its group, or itself before setsid
+                        with contextlib.suppress(OSError):
+                            kill(pid, signal.SIGKILL)
+                else:
+                    exchange.cancel()
+                    self.usable = False  # its answer may still come: never read it as another's
+                raise
+
+    async def _exchange(
+        self, worker_id: str, threads: int, max_frame: int, sock: socket.socket, err_fd: int
+    ) -> int:
+        loop = asyncio.get_running_loop()
+        request = msgpack.packb([worker_id, threads, max_frame])
+        try:
+            socket.send_fds(self._ctrl, [request], [sock.fileno(), err_fd])
+            answer = b""
+            while len(answer) < 4:
+                chunk = await asyncio.wait_for(loop.sock_recv(self._ctrl, 4 - len(answer)), 5)
+                if not chunk:
+                    raise ConnectionError("zygote closed its socket")
+                answer += chunk
+        except (OSError, TimeoutError, ConnectionError) as exc:
+            self.usable = False
+            raise OSError(f"zygote for {self.adapter} failed to fork: {exc}") from exc
         (pid,) = _PID.unpack(answer)
         return int(pid)
 

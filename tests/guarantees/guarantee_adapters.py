@@ -53,3 +53,23 @@ class Tools(aiotp.Adapter):
     @aiotp.tool
     def stop_iteration(self) -> None:
         raise StopIteration("a sync tool leaking StopIteration")
+
+
+class SlowSetup(aiotp.Adapter):
+    """Takes a while to set up, so a start can be cancelled in the middle."""
+
+    def setup(self) -> None:
+        time.sleep(float(os.environ.get("AIOTP_TEST_SETUP_DELAY", "0.5")))
+
+    @aiotp.tool
+    def quick(self, value: Any = None) -> Any:
+        return value
+
+
+class BrokenSetup(aiotp.Adapter):
+    def setup(self) -> None:
+        raise RuntimeError("weights missing")
+
+    @aiotp.tool
+    def quick(self, value: Any = None) -> Any:
+        return value
