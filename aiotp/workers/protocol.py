@@ -13,6 +13,12 @@ the frame kind and a correlation id::
     READY   [8, 0, pid, tools]         sent once after setup()
     STOP    [9, 0]                     parent -> worker: finish, teardown(), exit 0
     FAILED  [10, 0, type, message, traceback]   setup or import failed; the worker exits
+    CREDIT  [11, id, n]                parent -> worker: the caller took n more items of a stream
+
+Streams are flow-controlled (credit.py): a worker may send at most ``WINDOW`` (64) ITEM frames of
+a stream beyond those credited back by CREDIT frames, which the caller sends every 32 items it
+takes. A worker out of credit waits, still answering PING and honouring CANCEL; CREDIT for a
+stream that is over is ignored.
 
 Only msgpack types cross the wire (no pickle, ever): `pack` refuses anything else with
 `SerializationError` before a byte is written. Frames above ``max_frame`` bytes (default 64 MiB)
@@ -31,7 +37,7 @@ from aiotp.workers.errors import ProtocolError, SerializationError
 
 __all__ = ["FrameReader", "pack", "unpack_body"]
 
-REQUEST, REPLY, ERROR, ITEM, END, CANCEL, PING, PONG, READY, STOP, FAILED = range(11)
+REQUEST, REPLY, ERROR, ITEM, END, CANCEL, PING, PONG, READY, STOP, FAILED, CREDIT = range(12)
 DEFAULT_MAX_FRAME = 64 * 1024 * 1024
 _HEADER = struct.Struct(">I")
 # One Packer per thread, reused: msgpack.packb builds a new Packer on every call, which was a

@@ -26,6 +26,7 @@ from typing import Any
 
 from aiotp.runtime import telemetry
 from aiotp.runtime.errors import CallTimeout
+from aiotp.workers import streaming
 from aiotp.workers.adapter import THREAD_UNSAFE_MODULES, Adapter, load_adapter
 from aiotp.workers.errors import ToolError, UnknownTool, WorkerCrashed, WorkerStartError
 from aiotp.workers.invoke import Toolbox, ToolFailure, describe_failure
@@ -325,41 +326,35 @@ class ThreadWorker:
             task.cancel()
             raise
 
-    async def stream(
-        self, tool: str, args: dict[str, Any], timeout: float | None
-    ) -> AsyncIterator[Any]:
+    def stream(self, tool: str, args: dict[str, Any], timeout: float | None) -> AsyncIterator[Any]:
+        """Items of a generator tool, at most a window ahead of the caller (see streaming.py)."""
         fn, kind = self._lookup(tool)
-        if kind == "agen":
-            async for item in fn(**args):
-                yield item
-            return
-        if kind != "gen":
-            yield await self.request(tool, args, timeout)
-            return
-        try:
-            gen = fn(**args)
-        except Exception as exc:
-            failure = describe_failure(exc)
-            raise ToolError(failure.type_name, failure.message, failure.tb) from None
-        done = object()
-        what = f"stream {tool} on {self.worker_id}"
+        if kind not in ("gen", "agen"):
+            return streaming.one(self.request(tool, args, timeout))
+        if self.closed.done():
+            raise WorkerCrashed(f"worker {self.worker_id} is gone", self.worker_id)
+        crashed: asyncio.Future[Any] = self._loop.create_future()
+        self._pending.add(crashed)  # kill() fails it, and with it the stream, at once
+        crashed.add_done_callback(self._pending.discard)
         self.in_flight += 1
-        try:
-            while True:
-                try:
-                    item = await self._submit(lambda: next(gen, done), timeout, what)
-                except (CallTimeout, WorkerCrashed):
-                    raise
-                except Exception as exc:
-                    failure = describe_failure(exc)
-                    raise ToolError(failure.type_name, failure.message, failure.tb) from None
-                if item is done:
-                    return
-                yield item
-        finally:
+
+        def finished() -> None:
             self.in_flight -= 1
-            if not self.closed.done():
-                self._lane.submit(self._loop, self._loop.create_future(), gen.close)
+
+        def submit(job: Callable[[], None]) -> None:
+            self._lane.submit(self._loop, self._loop.create_future(), job)
+
+        return streaming.start_local(
+            fn,
+            kind,
+            args,
+            loop=self._loop,
+            what=f"stream {tool} on {self.worker_id}",
+            timeout=timeout,
+            submit=submit,
+            crashed=crashed,
+            finished=finished,
+        )
 
     async def ping(self, timeout: float) -> float:
         started = self._loop.time()

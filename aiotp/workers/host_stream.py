@@ -1,0 +1,149 @@
+"""Streams, worker-process side: run a generator tool at most WINDOW items ahead of its caller.
+
+The host sends an ITEM frame per item while it has credit (credit.py: it starts with WINDOW),
+then waits for a CREDIT frame ``[11, id, n]`` from the caller. How it waits depends on its lane:
+
+- inline (``threads == 1``): the thread running the stream is the one that reads the socket, so
+  it reads the socket while it waits. CREDIT adds credit, CANCEL stops the stream, PING is
+  answered at once (a paused stream is not a hung worker: the heartbeat must not kill it), and
+  anything else (a pipelined request, STOP) waits in the backlog until the stream is over.
+  Between items it polls the socket without blocking, at most once a millisecond, so that CANCEL
+  and PING are seen while a generator runs, without a syscall per item of a fast one.
+- threaded (``threads > 1``): the reading thread routes CREDIT frames to the stream's
+  `CreditGate` (`Streams.credit`), on which the stream's thread waits; a CANCEL reaches it
+  within 50 ms (the gate re-checks), and PINGs are answered by the other threads of the lane.
+
+Whatever the tool raises, KeyboardInterrupt included, is sent as an ERROR frame (the caller gets
+`ToolError`) after the generator was closed; SystemExit still exits, as for any tool. An item
+msgpack cannot carry ends the stream with a SerializationError: the generator is closed rather
+than left waiting for credit that would never come. END (or that ERROR) is always the last frame
+of a stream, sent after the generator's ``finally`` ran.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import socket
+import time
+from typing import TYPE_CHECKING, Any
+
+from aiotp.workers import protocol as p
+from aiotp.workers.credit import WINDOW, CreditGate
+from aiotp.workers.errors import SerializationError
+from aiotp.workers.invoke import describe_failure
+
+if TYPE_CHECKING:
+    from aiotp.workers.host import _Host
+
+__all__ = ["Streams", "run_stream"]
+
+POLL_EVERY = 0.001  # seconds between two non-blocking reads of the socket by an inline stream
+
+
+class Streams:
+    """The credit gates of the streams running on a threaded lane, by request id."""
+
+    __slots__ = ("_gates",)
+
+    def __init__(self) -> None:
+        self._gates: dict[int, CreditGate] = {}
+
+    def open(self, rid: int) -> CreditGate:
+        gate = self._gates[rid] = CreditGate()
+        return gate
+
+    def close(self, rid: int) -> None:
+        self._gates.pop(rid, None)
+
+    def credit(self, rid: int, n: int) -> None:
+        """A CREDIT frame, on the reading thread. Credit for a stream that is over (it crossed
+        our END on the wire) is dropped."""
+        gate = self._gates.get(rid)
+        if gate is not None:
+            gate.grant(n)
+
+
+def run_stream(host: _Host, rid: int, fn: Any, kind: str, args: dict[str, Any]) -> None:
+    """Run one generator ("gen") or async generator ("agen") tool to its END frame."""
+    inline = host.pool is None
+    gate = None if inline else host.streams.open(rid)
+    cancelled = host.cancelled
+    credit = WINDOW
+    next_poll = time.monotonic() + POLL_EVERY
+    last: list[Any] = [p.END, rid]
+    gen: Any = None
+    loop = host._loop() if kind == "agen" else None
+    try:
+        gen = fn(**args)
+        step = gen.__next__ if loop is None else lambda: loop.run_until_complete(gen.__anext__())
+        while rid not in cancelled:
+            if credit <= 0:
+                if gate is None:
+                    credit = _wait_inline(host, rid)
+                else:
+                    credit = gate.take(lambda: rid in cancelled)
+                continue
+            if inline and time.monotonic() >= next_poll:
+                credit += _read_control(host, rid, block=False)
+                next_poll = time.monotonic() + POLL_EVERY
+            try:
+                item = step()
+            except (StopIteration, StopAsyncIteration):
+                break
+            try:
+                data = p.pack([p.ITEM, rid, item], host.max_frame)
+            except SerializationError as exc:
+                last = [p.ERROR, rid, "tool_error", "SerializationError", f"item: {exc}", ""]
+                break
+            host.send(data)
+            credit -= 1
+    except SystemExit:
+        raise
+    except BaseException as exc:  # a tool's KeyboardInterrupt too: it is the caller's
+        f = describe_failure(exc)
+        last = [p.ERROR, rid, f.kind, f.type_name, f.message, f.tb]
+    finally:
+        if gen is not None:
+            with contextlib.suppress(BaseException):  # its finally failing is nobody's news
+                if loop is not None:
+                    loop.run_until_complete(gen.aclose())
+                else:
+                    gen.close()
+        cancelled.discard(rid)
+        if gate is not None:
+            host.streams.close(rid)
+    host.send(p.pack(last))
+
+
+def _wait_inline(host: _Host, rid: int) -> int:
+    """Read the socket until credit for `rid` comes (or a CANCEL of it)."""
+    credit = 0
+    while credit <= 0 and rid not in host.cancelled:
+        credit += _read_control(host, rid, block=True)
+    return credit
+
+
+def _read_control(host: _Host, rid: int, block: bool) -> int:
+    """One read of the socket by an inline stream: the credit it brought for `rid`."""
+    try:
+        data = host.sock.recv(1 << 16, 0 if block else socket.MSG_DONTWAIT)
+    except (BlockingIOError, InterruptedError):
+        return 0
+    except OSError:
+        data = b""
+    if not data:
+        os._exit(0)  # EOF: the parent is gone; nobody to stream to
+    credit = 0
+    for frame in host.reader.feed(data):
+        kind = frame[0]
+        if kind == p.CREDIT:
+            if frame[1] == rid:
+                credit += frame[2]
+        elif kind == p.CANCEL:
+            host.cancelled.add(frame[1])
+        elif kind == p.PING:
+            host.send(p.pack([p.PONG, frame[1]]))
+        else:
+            host.backlog.append(frame)
+    return credit
