@@ -85,7 +85,7 @@ class Runtime:
         if sessions is not None:
             from aiotp.session_store.runtime_store import KEY, SessionsExtension
 
-            self._extensions[KEY] = SessionsExtension(sessions)
+            self._extensions[KEY] = SessionsExtension(sessions, self)
 
     def _move(self, new: _State) -> None:
         if new not in _TRANSITIONS[self._state]:

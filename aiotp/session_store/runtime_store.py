@@ -8,6 +8,7 @@ Its sweeper runs while the runtime runs and is stopped, without a pending task, 
 from __future__ import annotations
 
 import asyncio
+import logging
 from typing import Any
 
 from aiotp.session_store.store import SessionStore
@@ -17,27 +18,54 @@ __all__ = ["SessionsExtension", "runtime_sessions"]
 KEY = "aiotp.sessions"
 
 
-class SessionsExtension:
-    def __init__(self, store: SessionStore) -> None:
-        self.store = store
+_log = logging.getLogger("aiotp.sessions")
 
-    async def start(self) -> None:
-        self.store.start()
+
+class SessionsExtension:
+    """Runs the store's sweeps as one of the runtime's background jobs (`rt.jobs`), so the
+    sweeper is tracked, its failures reported, and it never outlives the runtime."""
+
+    def __init__(self, store: SessionStore, rt: Any = None) -> None:
+        self.store = store
+        self.rt = rt
+        self.job: Any = None
+
+    async def start(self, rt: Any = None) -> None:
+        self.rt = rt if rt is not None else self.rt
+        if self.job is None and self.rt is not None:
+            self.job = await self.rt.jobs.spawn(self._sweep_forever(), name="sessions sweeper")
+
+    async def _sweep_forever(self) -> None:
+        store = self.store
+        while True:
+            await asyncio.sleep(store.sweep_interval)
+            try:
+                await store.sweep_async()
+            except Exception:  # one bad sweep (a hook that raised) must not end the sweeper
+                _log.exception("session sweep failed")
 
     async def close(self) -> None:
-        await self.store.stop()
+        job, self.job = self.job, None
+        if job is not None:
+            await job.close()
+        await self.store.stop()  # a sweeper the user started by hand
 
 
 def runtime_sessions(rt: Any) -> SessionStore:
     def make(_rt: Any) -> SessionsExtension:
-        ext = SessionsExtension(SessionStore())
-        try:
-            asyncio.get_running_loop()
-        except RuntimeError:
-            return ext  # started when the runtime starts
+        ext = SessionsExtension(SessionStore(), rt)
         if rt.running:
-            ext.store.start()
+            # Started on the loop: the caller may be sync code, so the spawn is a plain
+            # callback that hands the start to the runtime's own jobs.
+            rt.loop.call_soon(_start_later, ext)
         return ext
 
     ext: SessionsExtension = rt.extension(KEY, make)
     return ext.store
+
+
+def _start_later(ext: SessionsExtension) -> None:
+    rt = ext.rt
+    if rt is not None and rt.running and ext.job is None:
+        # A one-shot coroutine on the loop; the sweeper itself is a tracked job.
+        asyncio.get_running_loop().create_task(ext.start())

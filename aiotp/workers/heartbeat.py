@@ -14,7 +14,6 @@ worker looks the same, so size the heartbeat for your slowest tool or pass ``hea
 
 from __future__ import annotations
 
-import asyncio
 from typing import Any
 
 from aiotp.errors import AiotpError
@@ -35,14 +34,15 @@ class HeartbeatMonitor(Actor):
         self.config = config
         self.pool = pool
         self.missed = 0
-        self.pings: set[asyncio.Task[None]] = set()
+        self.pings: set[Any] = set()  # aiojobs.Job: pings overlap, each one a runtime job
         self.send_after(config.interval, "tick")
 
     async def handle_info(self, msg: Any) -> None:
         if msg == "tick":
-            task = asyncio.ensure_future(self._ping())
-            self.pings.add(task)
-            task.add_done_callback(self.pings.discard)
+            job = await self.runtime.jobs.spawn(
+                self._ping(), name=f"heartbeat of {self.handle.worker_id}"
+            )
+            self.pings.add(job)
             self.send_after(self.config.interval, "tick")
         elif msg == "pong":
             self.missed = 0
@@ -70,7 +70,13 @@ class HeartbeatMonitor(Actor):
             return  # the worker is gone; its own actor reacts to that
         else:
             self.ref.send("pong")
+        finally:
+            self.pings = {job for job in self.pings if not job.closed}
 
-    def on_exit(self, reason: Any) -> None:
-        for task in list(self.pings):
-            task.cancel()
+    async def terminate(self, reason: Any) -> None:
+        await self._close_pings()
+
+    async def _close_pings(self) -> None:
+        pings, self.pings = self.pings, set()
+        for job in pings:
+            await job.close(timeout=1.0)
