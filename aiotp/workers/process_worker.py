@@ -285,7 +285,12 @@ class ProcessWorker:
         request: a caller that times out or is cancelled leaves it running, and the worker is
         sent a CANCEL frame (a request not started yet is skipped, an async tool cancelled)."""
         rid = next(self._ids)
-        self._send([p.REQUEST, rid, tool, args])
+        try:
+            self._send([p.REQUEST, rid, tool, args])
+        except BaseException:
+            if ticket is not None:
+                ticket.end()  # nothing reached the worker
+            raise
         fut: asyncio.Future[Any] = self._loop.create_future()
         self._pending[rid] = fut
         if timeout is not None:

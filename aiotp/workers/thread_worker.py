@@ -77,6 +77,20 @@ def _settle(fut: asyncio.Future[Any], ok: bool, value: Any) -> None:
         fut.set_exception(value)
 
 
+def _finish(
+    fut: asyncio.Future[Any],
+    ok: bool,
+    value: Any,
+    ticket: Ticket | None,
+    done: Callable[[Ticket], None] | None,
+) -> None:
+    """On the loop, once a lane job returned: the ticket ends before the caller wakes, so the
+    caller never sees its own finished request still holding the worker."""
+    if ticket is not None and done is not None:
+        done(ticket)
+    _settle(fut, ok, value)
+
+
 async def _watch(task: asyncio.Future[Any]) -> None:
     """The job that tracks an async tool on the runtime's scheduler: shutdown cancels it, and
     cancelling this await cancels the tool. Its outcome goes to the caller, not to the log."""
@@ -135,9 +149,7 @@ class _Lane:
                         self.busy -= 1
             # RuntimeError: the loop is closed, nobody waits any more.
             with contextlib.suppress(RuntimeError):
-                loop.call_soon_threadsafe(_settle, fut, ok, value)
-                if ticket is not None and done is not None:
-                    loop.call_soon_threadsafe(done, ticket)
+                loop.call_soon_threadsafe(_finish, fut, ok, value, ticket, done)
 
     def close(self) -> None:
         for _ in self._threads:
@@ -272,17 +284,14 @@ class ThreadWorker:
     ) -> Any:
         """Run a tool. ``ticket`` (if given) ends when the worker has really finished with the
         request, which may be after this coroutine raised `CallTimeout` or was cancelled."""
-        fn, kind = self._lookup(tool)
         self.in_flight += 1
         self.requests += 1
         try:
+            fn, kind = self._lookup(tool)
             if kind == "async":
                 return await self._run_async(fn, args, timeout, ticket)
             if kind in ("gen", "agen"):
-                items = [item async for item in self.stream(tool, args, timeout)]
-                if ticket is not None:
-                    ticket.end()
-                return items
+                return [item async for item in self.stream(tool, args, timeout)]
             return await self._submit(
                 self._guarded(fn, args), timeout, f"{tool} on {self.worker_id}", ticket
             )
@@ -296,9 +305,10 @@ class ThreadWorker:
         finally:
             self.in_flight -= 1
             if ticket is not None and ticket.running:
-                ticket.cancelled = True  # not started yet: the lane skips it
-                if self.closed.done():
-                    self._ticket_done(ticket)
+                if ticket not in self._tickets or self.closed.done():
+                    self._ticket_done(ticket)  # it never reached the lane, or nothing runs now
+                else:
+                    ticket.cancelled = True  # not started yet: the lane skips it
 
     async def _run_async(
         self, fn: Any, args: dict[str, Any], timeout: float | None, ticket: Ticket | None = None

@@ -122,3 +122,26 @@ async def test_killing_a_busy_worker_never_fails_a_request_it_did_not_hold(
     for call in held:
         call.cancel()
     await asyncio.gather(*held, return_exceptions=True)
+
+
+@pytest.mark.parametrize(
+    ("tool", "args", "error"),
+    [
+        ("nope", {}, aiotp.UnknownTool),
+        ("quick", {"value": object()}, aiotp.SerializationError),
+        ("stop_iteration", {}, aiotp.ToolError),
+        ("quick", {"wrong": 1}, aiotp.ToolError),
+    ],
+)
+async def test_a_request_refused_or_failed_frees_its_slot_at_once(
+    rt: aiotp.Runtime, profile: str, tool: str, args: dict[str, Any], error: type[Exception]
+) -> None:
+    if error is aiotp.SerializationError and profile == "thread":
+        pytest.skip("the thread profile passes Python objects as they are")
+    await rt.start_pool("p", TOOLS, profile=profile, size=1, heartbeat=None, cancel_grace=0.2)
+    with pytest.raises(error):
+        await rt.execute("p", tool, args, timeout=5)
+    assert rt.pool_stats("p").busy == 0
+    await asyncio.sleep(0.4)  # past cancel_grace: a leaked ticket would recycle the worker
+    assert rt.pool_stats("p").recycled == 0
+    assert await rt.execute("p", "quick", {"value": 3}) == 3
