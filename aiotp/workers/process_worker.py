@@ -130,6 +130,10 @@ class ProcessWorker:
             if fut is not None:
                 if not fut.done():
                     fut.set_result(frame[2] if kind == p.REPLY else None)
+            elif kind == p.REPLY and rid in self._streams:
+                # A tool that is not a generator, streamed: its result is the only item.
+                self._streams[rid].push(p.ITEM, frame[2])
+                self._streams[rid].push(p.END)
             elif self._orphans:
                 self._end_orphan(rid)
         elif kind == p.ERROR:

@@ -113,6 +113,8 @@ class Stream:
     def push_threadsafe(self, kind: int, value: Any = None) -> None:
         """`push` from another thread. The loop is woken only when the caller waits, and once
         for a burst of items, not once per item (each wake-up is a write to the loop's pipe)."""
+        if not self._open:
+            return
         self._items.append((kind, value))
         if self._waiter is not None and not self._wake_due:
             self._wake_due = True

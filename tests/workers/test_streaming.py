@@ -101,6 +101,16 @@ async def test_generator_raising_a_base_exception_gives_tool_error(
     assert rt.pool_stats("p").restarts == 0
 
 
+async def test_streaming_a_tool_that_is_not_a_generator_yields_its_result(
+    rt: aiotp.Runtime, mode: dict[str, Any]
+) -> None:
+    await rt.start_pool("p", STREAMS, size=1, **mode)
+    async with asyncio.timeout(20):
+        got = [item async for item in rt.stream("p", "echo", {"value": "only"}, timeout=120)]
+    assert got == ["only"]
+    await wait_until(lambda: rt.pool_stats("p").busy == 0)
+
+
 @pytest.mark.parametrize("tool", ["produce", "aproduce"])
 async def test_slow_consumer_keeps_the_producer_at_most_a_window_ahead(
     rt: aiotp.Runtime, mode: dict[str, Any], tool: str, tmp_path: Path
