@@ -194,6 +194,14 @@ class Pool:
         else:
             self.recycle(slot)
 
+    def serving(self, index: int) -> list[WorkerSlot]:
+        """The live workers taking new work for `index` (one, outside of races we repair)."""
+        return [
+            s
+            for s in self.dispatcher.slots
+            if s.index == index and not s.draining and not s.handle.closed.done()
+        ]
+
     def finished(self, slot: WorkerSlot, ok: bool) -> None:
         slot.requests += 1
         self.dispatcher.requests += 1
@@ -280,7 +288,7 @@ class PoolManager(Actor):
             slot.recycling = False  # the runtime is stopping: the old worker stops with it
             return
         try:
-            await self.workers.start_child(
+            new = await self.workers.start_child(
                 worker_spec(self.pool, slot.index, recycling=True), timeout=None
             )
         except Exception as exc:
@@ -303,6 +311,14 @@ class PoolManager(Actor):
         self.pool.emit_recycled(slot)
         if slot.ref is not None:
             slot.ref.send("retire")
+        extra = [s for s in self.pool.serving(slot.index) if s.ref is not new]
+        if extra and not (slot.ref is not None and slot.ref.alive):
+            # The old worker died while its replacement started and its supervisor restarted
+            # it meanwhile: two workers for one index. The newcomer retires.
+            for other in self.pool.serving(slot.index):
+                if other.ref is new:
+                    other.draining = True
+                    new.send("retire")
 
     async def terminate(self, reason: Any) -> None:
         self.pool.dispatcher.close(PoolBusy(f"pool {self.pool.name!r} is stopping"))

@@ -39,6 +39,11 @@ class WorkerActor(Actor):
         self.handle: Any = None
         self.slot: WorkerSlot | None = None
         self.heartbeat: ActorRef | None = None
+        if not recycling and pool.serving(index):
+            # A restart of a worker whose replacement already took over (it died while being
+            # recycled): the pool has its worker for this index; this one retires at once.
+            self.stop("normal")
+            return
         self.handle = pool.prestarted.pop(index, None) or await pool.start_handle(index)
         if pool.config.heartbeat is not None:
             self.heartbeat = await self.runtime.spawn(
@@ -65,8 +70,10 @@ class WorkerActor(Actor):
 
     async def handle_info(self, msg: Any) -> None:
         if isinstance(msg, tuple) and msg[0] == "closed":
-            if self.slot is not None and self.slot.draining and self.slot.in_flight == 0:
-                self.stop("normal")  # it was on its way out anyway
+            if self.slot is not None and self.slot.draining:
+                # Its replacement already serves: it was on its way out anyway (its requests
+                # got WorkerCrashed from the handle). Restarting it would add a worker.
+                self.stop("normal")
                 return
             # Expected now and then (OOM, a segfaulting library, a kill by the heartbeat): one
             # WARNING line naming it, not a crash report; the supervisor replaces it.

@@ -73,3 +73,14 @@ class BrokenSetup(aiotp.Adapter):
     @aiotp.tool
     def quick(self, value: Any = None) -> Any:
         return value
+
+
+class ModelTools(Tools):
+    """Tools for the pool model test: a generator too."""
+
+    @aiotp.tool
+    def count(self, n: int, delay: float = 0.0) -> Any:
+        for i in range(n):
+            if delay:
+                time.sleep(delay)
+            yield i
