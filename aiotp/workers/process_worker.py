@@ -37,6 +37,7 @@ from aiotp.workers.errors import (
     WorkerCrashed,
     WorkerStartError,
 )
+from aiotp.workers.credit import CREDIT_BATCH
 from aiotp.workers.platform import check_process_profile
 from aiotp.workers.streaming import Stream
 from aiotp.workers.ticket import Ticket
@@ -109,6 +110,7 @@ class ProcessWorker:
         # Requests whose caller left (timeout, cancellation) while the worker still runs them:
         # their ticket ends when the worker's answer arrives or the worker dies.
         self._orphans: dict[int, Ticket] = {}
+        self._collected: dict[int, list[Any]] = {}  # items of generator tools run by execute
         self._streams: dict[int, Stream] = {}
         self._transport: asyncio.Transport | None = None
         self._stderr: _StderrTail | None = None
@@ -150,6 +152,10 @@ class ProcessWorker:
             stream = self._streams.get(rid)
             if stream is not None:
                 stream.push(kind, frame[2] if kind == p.ITEM else None)
+            elif rid in self._pending:
+                self._collect(rid, kind, frame)
+            elif kind == p.END and self._orphans:
+                self._end_orphan(rid)
         elif kind == p.READY:
             self.pid = frame[2]
             self.tools = list(frame[3])
@@ -173,6 +179,22 @@ class ProcessWorker:
         if kind == "unknown_tool":
             return UnknownTool(message.split("'")[1] if "'" in message else message, self.tools)
         return ToolError(type_name, message, tb)
+
+    def _collect(self, rid: int, kind: int, frame: list[Any]) -> None:
+        """A generator tool called through `execute`: its items become one list (credit is
+        returned as they arrive, so the worker is never paused by a caller that waits for
+        the whole)."""
+        if kind == p.END:
+            fut = self._pending.pop(rid)
+            items = self._collected.pop(rid, [])
+            if not fut.done():
+                fut.set_result(items)
+            return
+        items = self._collected.setdefault(rid, [])
+        items.append(frame[2])
+        if len(items) % CREDIT_BATCH == 0:
+            with contextlib.suppress(Exception):
+                self._send([p.CREDIT, rid, CREDIT_BATCH])
 
     def _end_orphan(self, rid: int) -> bool:
         ticket = self._orphans.pop(rid, None)
@@ -315,6 +337,8 @@ class ProcessWorker:
             raise
         finally:
             self.in_flight -= 1
+            if self._collected:
+                self._collected.pop(rid, None)
             if ticket is not None:
                 ticket.end()
 

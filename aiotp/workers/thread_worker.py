@@ -295,7 +295,7 @@ class ThreadWorker:
             return await self._submit(
                 self._guarded(fn, args), timeout, f"{tool} on {self.worker_id}", ticket
             )
-        except (CallTimeout, WorkerCrashed, UnknownTool):
+        except (CallTimeout, WorkerCrashed, UnknownTool, ToolError):
             self.errors += 1
             raise
         except Exception as exc:

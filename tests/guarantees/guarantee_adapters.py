@@ -84,3 +84,14 @@ class ModelTools(Tools):
             if delay:
                 time.sleep(delay)
             yield i
+
+
+class Generators(aiotp.Adapter):
+    @aiotp.tool
+    def count(self, n: int) -> Any:
+        yield from range(n)
+
+    @aiotp.tool
+    def fail_after(self, n: int) -> Any:
+        yield from range(n)
+        raise KeyError("gone mid-stream")

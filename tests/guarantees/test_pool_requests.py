@@ -145,3 +145,16 @@ async def test_a_request_refused_or_failed_frees_its_slot_at_once(
     await asyncio.sleep(0.4)  # past cancel_grace: a leaked ticket would recycle the worker
     assert rt.pool_stats("p").recycled == 0
     assert await rt.execute("p", "quick", {"value": 3}) == 3
+
+
+async def test_execute_of_a_generator_tool_returns_all_its_items(
+    rt: aiotp.Runtime, profile: str
+) -> None:
+    """More items than the stream window: execute must not stall on credit."""
+    await rt.start_pool("g", "guarantee_adapters:Generators", profile=profile, size=1)
+    assert await rt.execute("g", "count", {"n": 500}, timeout=10) == list(range(500))
+    with pytest.raises(aiotp.ToolError) as info:
+        await rt.execute("g", "fail_after", {"n": 100}, timeout=10)
+    assert info.value.type_name == "KeyError"
+    assert rt.pool_stats("g").busy == 0
+    assert await rt.execute("g", "count", {"n": 3}) == [0, 1, 2]
