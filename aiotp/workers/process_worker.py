@@ -30,6 +30,7 @@ from typing import Any
 from aiotp.runtime.errors import CallTimeout
 from aiotp.workers import protocol as p
 from aiotp.workers.adapter import adapter_path
+from aiotp.workers.credit import CREDIT_BATCH
 from aiotp.workers.errors import (
     ProtocolError,
     ToolError,
@@ -37,7 +38,6 @@ from aiotp.workers.errors import (
     WorkerCrashed,
     WorkerStartError,
 )
-from aiotp.workers.credit import CREDIT_BATCH
 from aiotp.workers.platform import check_process_profile
 from aiotp.workers.streaming import Stream
 from aiotp.workers.ticket import Ticket
