@@ -143,6 +143,8 @@ class _Host:
         elif kind == p.PING:
             if self.pool is None:
                 out.append(p.pack([p.PONG, frame[1]]))
+            elif self.streams.waiting >= self.threads:
+                self.send(p.pack([p.PONG, frame[1]]))  # every thread waits on a slow consumer
             else:
                 self.pool.submit(self.send, p.pack([p.PONG, frame[1]]))
         elif kind == p.CANCEL:

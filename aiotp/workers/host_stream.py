@@ -25,7 +25,9 @@ from __future__ import annotations
 import contextlib
 import os
 import socket
+import threading
 import time
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from aiotp.workers import protocol as p
@@ -44,10 +46,23 @@ POLL_EVERY = 0.001  # seconds between two non-blocking reads of the socket by an
 class Streams:
     """The credit gates of the streams running on a threaded lane, by request id."""
 
-    __slots__ = ("_gates",)
+    __slots__ = ("_gates", "_lock", "waiting")
 
     def __init__(self) -> None:
         self._gates: dict[int, CreditGate] = {}
+        self._lock = threading.Lock()
+        # Lane threads blocked waiting for credit: they are paused by a slow consumer, not
+        # stuck in a tool, so when all of them wait the reading thread answers pings itself.
+        self.waiting = 0
+
+    def wait_for_credit(self, gate: CreditGate, stop: Callable[[], bool]) -> int:
+        with self._lock:
+            self.waiting += 1
+        try:
+            return gate.take(stop)
+        finally:
+            with self._lock:
+                self.waiting -= 1
 
     def open(self, rid: int) -> CreditGate:
         gate = self._gates[rid] = CreditGate()
@@ -82,7 +97,7 @@ def run_stream(host: _Host, rid: int, fn: Any, kind: str, args: dict[str, Any]) 
                 if gate is None:
                     credit = _wait_inline(host, rid)
                 else:
-                    credit = gate.take(lambda: rid in cancelled)
+                    credit = host.streams.wait_for_credit(gate, lambda: rid in cancelled)
                 continue
             if inline and time.monotonic() >= next_poll:
                 credit += _read_control(host, rid, block=False)

@@ -182,3 +182,26 @@ async def test_paused_stream_still_answers_heartbeats(
     assert consumed == 10 * WINDOW
     stats = rt.pool_stats("p")
     assert stats.restarts == 0, "the worker was killed while its stream was paused"
+
+
+async def test_every_thread_paused_on_a_slow_consumer_still_answers_heartbeats(
+    rt: aiotp.Runtime, tmp_path: Path
+) -> None:
+    """Two streams hold both threads of a worker process; pings must not queue behind them."""
+    heartbeat = aiotp.Heartbeat(interval=0.2, timeout=1.0, max_missed=2)
+    await rt.start_pool(
+        "p", STREAMS, size=1, heartbeat=heartbeat, profile="process", threads_per_worker=2
+    )
+    files = [tmp_path / "a", tmp_path / "b"]
+    streams = [
+        rt.stream("p", "produce", {"n": 10 * WINDOW, "produced": str(f)}, timeout=30)
+        for f in files
+    ]
+    firsts = [await s.__anext__() for s in streams]
+    assert firsts == [0, 0]
+    for f in files:
+        await _settled(f)  # both producers wait for credit: no thread is free
+    await asyncio.sleep(2.0)  # ten heartbeats
+    for s in streams:
+        assert len([item async for item in s]) == 10 * WINDOW - 1
+    assert rt.pool_stats("p").restarts == 0, "the worker was killed while its streams paused"
