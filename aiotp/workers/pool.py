@@ -81,9 +81,9 @@ class Pool:
         cfg = self.config
         worker_id = f"{self.name}-{index}.{next(self._generation)}"
         if cfg.profile == "process":
-            from aiotp.workers import process_worker
+            from aiotp.workers import process_start
 
-            return await process_worker.start_process_worker(
+            return await process_start.start_process_worker(
                 cfg.adapter,
                 worker_id=worker_id,
                 threads_per_worker=cfg.threads_per_worker,
