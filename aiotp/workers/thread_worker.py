@@ -15,10 +15,7 @@ program on exit; daemon threads do not.
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import itertools
 import logging
-import queue
 import sys
 import threading
 from collections.abc import AsyncIterator, Callable
@@ -30,15 +27,12 @@ from aiotp.workers import streaming
 from aiotp.workers.adapter import THREAD_UNSAFE_MODULES, Adapter, load_adapter
 from aiotp.workers.errors import ToolError, UnknownTool, WorkerCrashed, WorkerStartError
 from aiotp.workers.invoke import Toolbox, ToolFailure, describe_failure
+from aiotp.workers.thread_lane import Lane, abandoned_threads, count_abandoned, expire, watch
 from aiotp.workers.ticket import Ticket
 
 __all__ = ["ThreadWorker", "abandoned_threads", "start_thread_worker"]
 
 _log = logging.getLogger("aiotp.workers")
-_abandoned = itertools.count()
-_abandoned_total = 0
-_abandoned_lock = threading.Lock()
-_STOP = object()
 
 
 _warned_once: set[str] = set()
@@ -55,105 +49,6 @@ def _safety_warning(message: str, worker_id: str, kind: str) -> None:
         {"count": 1},
         {"worker_id": worker_id, "kind": kind, "message": message},
     )
-
-
-def abandoned_threads() -> int:
-    """How many threads of retired (hung) thread workers were left behind in this process."""
-    return _abandoned_total
-
-
-def _count_abandoned(n: int) -> None:
-    global _abandoned_total
-    with _abandoned_lock:
-        _abandoned_total += n
-
-
-def _settle(fut: asyncio.Future[Any], ok: bool, value: Any) -> None:
-    if fut.done():
-        return
-    if ok:
-        fut.set_result(value)
-    else:
-        fut.set_exception(value)
-
-
-def _finish(
-    fut: asyncio.Future[Any],
-    ok: bool,
-    value: Any,
-    ticket: Ticket | None,
-    done: Callable[[Ticket], None] | None,
-) -> None:
-    """On the loop, once a lane job returned: the ticket ends before the caller wakes, so the
-    caller never sees its own finished request still holding the worker."""
-    if ticket is not None and done is not None:
-        done(ticket)
-    _settle(fut, ok, value)
-
-
-async def _watch(task: asyncio.Future[Any]) -> None:
-    """The job that tracks an async tool on the runtime's scheduler: shutdown cancels it, and
-    cancelling this await cancels the tool. Its outcome goes to the caller, not to the log."""
-    with contextlib.suppress(BaseException):
-        await task
-
-
-def _expire(fut: asyncio.Future[Any], what: str, timeout: float) -> None:
-    if not fut.done():
-        fut.set_exception(CallTimeout(f"{what} got no answer within {timeout} s"))
-
-
-class _Lane:
-    """`n` daemon threads taking jobs from one queue."""
-
-    def __init__(self, n: int, name: str) -> None:
-        self._jobs: queue.SimpleQueue[Any] = queue.SimpleQueue()
-        self.busy = 0
-        self._busy_lock = threading.Lock()
-        self._threads = [
-            threading.Thread(target=self._run, name=f"{name}/{i}", daemon=True) for i in range(n)
-        ]
-        for t in self._threads:
-            t.start()
-
-    def submit(
-        self,
-        loop: asyncio.AbstractEventLoop,
-        fut: asyncio.Future[Any],
-        fn: Callable[[], Any],
-        ticket: Ticket | None = None,
-        done: Callable[[Ticket], None] | None = None,
-    ) -> None:
-        self._jobs.put((loop, fut, fn, ticket, done))
-
-    def _run(self) -> None:
-        while True:
-            job = self._jobs.get()
-            if job is _STOP:
-                return
-            loop, fut, fn, ticket, done = job
-            if ticket is not None and ticket.cancelled:
-                # Its caller left before it started: it never runs.
-                value, ok = ToolFailure("cancelled", "Cancelled", "the caller left"), False
-            else:
-                with self._busy_lock:
-                    self.busy += 1
-                try:
-                    value, ok = fn(), True
-                except BaseException as exc:
-                    # Described here, in the tool's thread, where its traceback is; and some
-                    # exceptions (StopIteration) cannot be set into a future at all.
-                    value, ok = describe_failure(exc), False
-                finally:
-                    with self._busy_lock:
-                        self.busy -= 1
-            # RuntimeError: the loop is closed, nobody waits any more.
-            with contextlib.suppress(RuntimeError):
-                loop.call_soon_threadsafe(_finish, fut, ok, value, ticket, done)
-
-    def close(self) -> None:
-        for _ in self._threads:
-            self._jobs.put(_STOP)
 
 
 class ThreadWorker:
@@ -173,7 +68,7 @@ class ThreadWorker:
         self.errors = 0
         self._loop = asyncio.get_running_loop()
         self.closed: asyncio.Future[Any] = self._loop.create_future()
-        self._lane = _Lane(threads, f"aiotp-{worker_id}")
+        self._lane = Lane(threads, f"aiotp-{worker_id}")
         self._pending: set[asyncio.Future[Any]] = set()
         # Requests the worker has not finished, whether or not their caller still waits.
         self._tickets: set[Ticket] = set()
@@ -199,7 +94,7 @@ class ThreadWorker:
             self._tickets.add(ticket)
         self._lane.submit(self._loop, fut, fn, ticket, self._ticket_done)
         if timeout is not None:
-            handle = self._loop.call_later(timeout, _expire, fut, what, timeout)
+            handle = self._loop.call_later(timeout, expire, fut, what, timeout)
             fut.add_done_callback(lambda _f: handle.cancel())
         return fut
 
@@ -320,7 +215,7 @@ class ThreadWorker:
             self._tickets.add(ticket)
             task.add_done_callback(lambda _t: self._ticket_done(ticket))
         if self._jobs is not None:
-            await self._jobs.spawn(_watch(task), name=f"async tool on {self.worker_id}")
+            await self._jobs.spawn(watch(task), name=f"async tool on {self.worker_id}")
         try:
             return await asyncio.wait_for(asyncio.shield(task), timeout)
         except TimeoutError:
@@ -397,7 +292,7 @@ class ThreadWorker:
         if self.closed.done():
             return
         if self._lane.busy:
-            _count_abandoned(self._lane.busy)
+            count_abandoned(self._lane.busy)
         self._lane.close()
         for fut in list(self._pending):
             if not fut.done():
