@@ -2,6 +2,7 @@
 
 Each part is a runnable example of its own in this folder; this script runs them in order inside
 one Runtime, prints what happens, and exits non-zero if any part fails or any invariant breaks.
+It ends with the guarantees table: for each situation, what the caller gets.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import actors_tour
+import guarantees_tour
 import pool_process
 import pool_thread
 import reliability_tour
@@ -28,6 +30,10 @@ PARTS: list[tuple[str, Any]] = [
     ("Thread pools, thread safety and session affinity", pool_thread.main),
     ("Process pools: a worker SIGKILLed under load", pool_process.main),
     ("Reliability: a tree of pools under a burst of calls and kills", reliability_tour.main),
+    (
+        "Guarantees: a killed callee, a pool call timing out, a worker SIGKILLed",
+        guarantees_tour.main,
+    ),
 ]
 
 
@@ -56,5 +62,8 @@ if __name__ == "__main__":
     started = time.perf_counter()
     failed = aiotp.run(tour)
     took = time.perf_counter() - started
+    print("\n== What the caller gets (README: Guarantees)")
+    for line in guarantees_tour.table():
+        print(f"   {line}")
     print(f"\n{'all parts ok' if not failed else f'{failed} part(s) failed'} in {took:.1f} s")
     sys.exit(1 if failed else 0)

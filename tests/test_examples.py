@@ -41,6 +41,15 @@ def test_pool_examples_run() -> None:
     assert "every call got a result or a typed error" in process.stdout
 
 
+def test_guarantees_tour_shows_its_three_guarantees() -> None:
+    out = _run("guarantees_tour.py")
+    assert out.returncode == 0, out.stderr
+    assert "queued call  (timeout=None): ActorExited, reason='killed'" in out.stdout
+    assert "pool_stats().busy = 1" in out.stdout and "recycled=1" in out.stdout
+    assert "the held request: WorkerCrashed" in out.stdout
+    assert "the queued request: 42.0" in out.stdout
+
+
 @pytest.mark.slow
 def test_demo_runs_every_part_and_exits_zero() -> None:
     started = time.monotonic()
@@ -48,6 +57,7 @@ def test_demo_runs_every_part_and_exits_zero() -> None:
     assert out.returncode == 0, out.stdout + out.stderr
     assert "all parts ok" in out.stdout
     assert "report: {'calls': 4000" in out.stdout
+    assert "What the caller gets" in out.stdout
     assert time.monotonic() - started < 30
 
 
