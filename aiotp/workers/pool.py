@@ -6,12 +6,8 @@
     y = await rt.execute("ml", "predict", {"x": 2.0}, timeout=5.0, session="user-1")
     await rt.stop_pool("ml")
 
-The tree, as OTP would build it::
-
-    PoolSupervisor  (one_for_all)
-     |- workers: DynamicSupervisor   one WorkerActor per worker (transient), each linked to
-     |                               its HeartbeatMonitor
-     `- manager: PoolManager         starts the workers in batches, recycles them
+`Pool` is the state one pool shares between its actors (the tree in pool_tree.py) and its
+callers: the dispatcher, the template process, and the books of every request.
 
 Guarantees:
 - `start_pool` returns once every worker is ready, or raises `WorkerStartError` naming the worker
@@ -20,10 +16,13 @@ Guarantees:
 - A worker is recycled after ``max_requests`` requests or ``ttl`` seconds gracefully: its
   replacement starts first and the old one stops once its in-flight requests are done, so the
   pool's capacity never drops.
+- A caller that leaves (timeout, cancellation) while its tool runs leaves the slot busy until
+  the tool ends; past ``cancel_grace`` the worker is recycled (``overrun="recycle"``).
 - A crashed, killed or hung worker is replaced by its supervisor; the requests it held fail with
-  `WorkerCrashed`, nothing else does. Worker restarts are bounded by ``max_restarts`` in
-  ``max_seconds`` (default ``10 * size`` in 5 s: pools expect workers to die now and then; a pool
-  whose workers die faster than that escalates like any supervisor).
+  `WorkerCrashed`, nothing else does; the pool never holds two workers for one index.
+  Worker restarts are bounded by ``max_restarts`` in ``max_seconds`` (default ``10 * size`` in
+  5 s: pools expect workers to die now and then; a pool whose workers die faster than that
+  escalates like any supervisor).
 """
 
 from __future__ import annotations
@@ -34,25 +33,15 @@ import logging
 from typing import TYPE_CHECKING, Any
 
 from aiotp.runtime import telemetry
-from aiotp.runtime.actor import Actor
-from aiotp.runtime.errors import NameTaken
-from aiotp.supervisors import (
-    ChildSpec,
-    DynamicSupervisor,
-    StartChildError,
-    Supervisor,
-    SupervisorRef,
-)
 from aiotp.workers.config import PoolConfig
 from aiotp.workers.dispatcher import Dispatcher, PoolStats, WorkerSlot
-from aiotp.workers.errors import PoolBusy
 from aiotp.workers.ticket import Ticket
 
 if TYPE_CHECKING:
     from aiotp.runtime.ref import ActorRef
     from aiotp.runtime.runtime import Runtime
 
-__all__ = ["Pool", "PoolManager", "PoolSupervisor", "pool_spec", "start_pool_supervisor"]
+__all__ = ["Pool"]
 
 _log = logging.getLogger("aiotp.pool")
 
@@ -202,6 +191,19 @@ class Pool:
             if s.index == index and not s.draining and not s.handle.closed.done()
         ]
 
+    def reconcile(self, index: int) -> None:
+        """One worker per index: when a restart and a replacement raced (the old worker died
+        while being recycled), the newest stays and the others retire once drained."""
+        serving = self.serving(index)
+        if len(serving) < 2:
+            return
+        keep = max(serving, key=lambda s: s.started_at)
+        for slot in serving:
+            if slot is not keep:
+                slot.draining = True
+                if slot.ref is not None:
+                    slot.ref.send("retire")
+
     def finished(self, slot: WorkerSlot, ok: bool) -> None:
         slot.requests += 1
         self.dispatcher.requests += 1
@@ -259,161 +261,3 @@ def _abandoned_threads() -> int:
 
     counter = getattr(thread_worker, "abandoned_threads", None)
     return int(counter()) if callable(counter) else 0
-
-
-class PoolManager(Actor):
-    """Starts the pool's workers in batches and replaces the ones being recycled."""
-
-    async def init(self, pool: Pool) -> None:
-        self.pool = pool
-        pool.manager = self.ref
-        workers = self.runtime.whereis(workers_name(pool.name))
-        if not isinstance(workers, SupervisorRef):
-            raise RuntimeError(f"pool {pool.name!r}: its workers' supervisor is not running")
-        self.workers: SupervisorRef = workers
-        pool.dispatcher.closed = False
-        await pool.prestart()
-        for index in range(pool.config.size):
-            await self.workers.start_child(worker_spec(pool, index), timeout=None)
-
-    async def handle_cast(self, msg: Any) -> None:
-        if isinstance(msg, tuple) and msg[0] == "replace":
-            # A background job: the manager's mailbox stays free while a worker starts.
-            await self.runtime.jobs.spawn(
-                self._replace(msg[1]), name=f"pool {self.pool.name!r} replacement"
-            )
-
-    async def _replace(self, slot: WorkerSlot) -> None:
-        if not self.runtime.running:
-            slot.recycling = False  # the runtime is stopping: the old worker stops with it
-            return
-        try:
-            new = await self.workers.start_child(
-                worker_spec(self.pool, slot.index, recycling=True), timeout=None
-            )
-        except Exception as exc:
-            slot.recycling = False
-            if not self.runtime.running or not self.ref.alive:
-                return  # the pool or the runtime is going away: nothing to replace
-            _log.warning(
-                "pool %r: could not start a replacement for %s: %r",
-                self.pool.name,
-                slot,
-                exc,
-                exc_info=exc,
-            )
-            if slot.overrun and slot.ref is not None:
-                # It runs a tool nobody waits for and must go even without a stand-in; its
-                # supervisor restarts it.
-                self.runtime.exit(slot.ref, "kill")
-            return
-        slot.draining = True  # the replacement serves now: the old one takes no new work
-        self.pool.emit_recycled(slot)
-        if slot.ref is not None:
-            slot.ref.send("retire")
-        extra = [s for s in self.pool.serving(slot.index) if s.ref is not new]
-        if extra and not (slot.ref is not None and slot.ref.alive):
-            # The old worker died while its replacement started and its supervisor restarted
-            # it meanwhile: two workers for one index. The newcomer retires.
-            for other in self.pool.serving(slot.index):
-                if other.ref is new:
-                    other.draining = True
-                    new.send("retire")
-
-    async def terminate(self, reason: Any) -> None:
-        self.pool.dispatcher.close(PoolBusy(f"pool {self.pool.name!r} is stopping"))
-
-    def on_exit(self, reason: Any) -> None:
-        self.pool.kill_prestarted()
-        if self.pool.manager is self.ref:
-            self.pool.manager = None
-
-
-class PoolSupervisor(Supervisor):
-    """The root of one pool's subtree (one_for_all: workers' supervisor, then the manager)."""
-
-    strategy = "one_for_all"
-
-    async def init(self, config: PoolConfig) -> None:  # type: ignore[override]
-        from aiotp.workers.api import registry
-
-        pools = registry(self.runtime).pools
-        if config.name in pools:
-            raise NameTaken(f"a pool named {config.name!r} is already running")
-        pool = Pool(self.runtime, config)
-        pool.supervisor = self.ref
-        pools[config.name] = pool
-        self.pool = pool
-        children = [
-            ChildSpec(
-                "workers",
-                DynamicSupervisor,
-                kwargs={"max_restarts": config.worker_restarts, "max_seconds": config.max_seconds},
-                type="supervisor",
-                name=workers_name(config.name),
-            ),
-            ChildSpec("manager", PoolManager, args=(pool,), shutdown=config.shutdown + 1.0),
-        ]
-        await super().init(children)
-
-    async def terminate(self, reason: Any) -> None:
-        await super().terminate(reason)  # workers first, then their template process
-        pool: Pool | None = getattr(self, "pool", None)
-        if pool is not None and pool.zygote is not None:
-            zygote, pool.zygote = pool.zygote, None
-            await zygote.aclose()
-
-    def on_exit(self, reason: Any) -> None:
-        from aiotp.workers.api import registry
-
-        pool: Pool | None = getattr(self, "pool", None)
-        if pool is None:
-            return
-        pools = registry(self.runtime).pools
-        if pools.get(pool.name) is pool:
-            del pools[pool.name]
-        pool.dispatcher.close(PoolBusy(f"pool {pool.name!r} stopped"))
-        pool.kill_prestarted()
-        pool.close_zygote()
-
-
-def workers_name(pool: str) -> tuple[str, str, str]:
-    return ("aiotp.pool", pool, "workers")
-
-
-def worker_spec(pool: Pool, index: int, recycling: bool = False) -> ChildSpec:
-    from aiotp.workers.worker import WorkerActor
-
-    return ChildSpec(
-        ("worker", index),
-        WorkerActor,
-        args=(pool, index, recycling),
-        # Recycled and stopped workers end "normal"; crashed or hung ones are restarted.
-        restart="transient",
-        # The worker's own terminate gives in-flight requests `shutdown` seconds, then kills.
-        shutdown=pool.config.shutdown + 1.0,
-    )
-
-
-def pool_spec(name: str, adapter: Any, **options: Any) -> ChildSpec:
-    """A pool as a child of any supervision tree (settings checked now, as `start_pool`)."""
-    config = PoolConfig(name, adapter, **options)
-    return ChildSpec(
-        name, PoolSupervisor, args=(config,), type="supervisor", name=("aiotp.pool", name)
-    )
-
-
-async def start_pool_supervisor(rt: Runtime, name: str, adapter: Any, **options: Any) -> ActorRef:
-    config = PoolConfig(name, adapter, **options)
-    try:
-        return await rt.spawn(PoolSupervisor, config, name=("aiotp.pool", name))
-    except StartChildError as exc:
-        raise _root_cause(exc) from exc
-
-
-def _root_cause(exc: StartChildError) -> BaseException:
-    """A worker that failed deep in the pool's tree is the error the caller wants to see."""
-    cause: BaseException = exc
-    while isinstance(cause, StartChildError):
-        cause = cause.cause
-    return cause

@@ -358,17 +358,26 @@ class ProcessWorker:
             os.killpg(self.pid, sig)
 
     async def stop(self, grace: float) -> None:
+        """STOP, then SIGTERM after `grace`, then SIGKILL after one more second. Safe to
+        cancel: the process is then killed rather than left half-stopped."""
         if self.closed.done():
             return
         with contextlib.suppress(Exception):
             self._send([p.STOP, 0])
-        for sig, wait in ((None, grace), (signal.SIGTERM, 1.0)):
-            if sig is not None:
-                self._signal_group(sig)
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(asyncio.shield(self._process_gone()), wait)
-                return
-        self.kill()
+        gone = asyncio.ensure_future(self._process_gone())
+        try:
+            for sig, wait in ((None, grace), (signal.SIGTERM, 1.0)):
+                if sig is not None:
+                    self._signal_group(sig)
+                done, _ = await asyncio.wait({gone}, timeout=wait)
+                if done:
+                    return
+            self.kill()
+        except asyncio.CancelledError:
+            self.kill()
+            raise
+        finally:
+            gone.cancel()  # a watcher left behind would be destroyed pending with the loop
 
     async def _process_gone(self) -> None:
         await asyncio.shield(self.closed)

@@ -27,13 +27,29 @@ if TYPE_CHECKING:
     from aiotp.runtime.ref import ActorRef
     from aiotp.workers.pool import Pool
 
-__all__ = ["WorkerActor"]
+__all__ = ["FirstStart", "WorkerActor"]
+
+
+class FirstStart:
+    """True once: whether a worker's first start replaces a worker being recycled."""
+
+    __slots__ = ("_recycling",)
+
+    def __init__(self, recycling: bool) -> None:
+        self._recycling = recycling
+
+    def take(self) -> bool:
+        recycling, self._recycling = self._recycling, False
+        return recycling
 
 _log = logging.getLogger("aiotp.pool")
 
 
 class WorkerActor(Actor):
-    async def init(self, pool: Pool, index: int, recycling: bool = False) -> None:
+    async def init(self, pool: Pool, index: int, start: FirstStart | None = None) -> None:
+        # A replacement's spec is reused when its supervisor restarts it: only its first
+        # start is a recycling one; a restart must check that its index is not served.
+        recycling = start.take() if start is not None else False
         self.pool = pool
         self.index = index
         self.handle: Any = None
@@ -55,6 +71,8 @@ class WorkerActor(Actor):
             pool.dispatcher.restarts[index] += 1
         pool.started.add(index)
         pool.dispatcher.add(self.slot)
+        if not recycling:
+            pool.reconcile(index)  # a replacement may have joined while we started
         if pool.config.ttl is not None:
             self.send_after(pool.config.ttl, "recycle")
         telemetry.execute(
