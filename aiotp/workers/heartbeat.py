@@ -14,6 +14,7 @@ worker looks the same, so size the heartbeat for your slowest tool or pass ``hea
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from aiotp.errors import AiotpError
@@ -22,6 +23,8 @@ from aiotp.runtime.actor import Actor
 from aiotp.workers.config import Heartbeat
 
 __all__ = ["HeartbeatMonitor", "HeartbeatTimeout"]
+
+_log = logging.getLogger("aiotp.pool")
 
 
 class HeartbeatTimeout(AiotpError):
@@ -54,6 +57,13 @@ class HeartbeatMonitor(Actor):
                 {"pool": self.pool, "worker_id": self.handle.worker_id},
             )
             if self.missed >= self.config.max_missed:
+                _log.warning(
+                    "pool %r: worker %s (pid %s) missed %d heartbeats; killing and replacing it",
+                    self.pool,
+                    self.handle.worker_id,
+                    self.handle.pid,
+                    self.missed,
+                )
                 self.stop(
                     HeartbeatTimeout(
                         f"worker {self.handle.worker_id} of pool {self.pool!r} missed "

@@ -212,9 +212,7 @@ class _Host:
                 return
             result = self._run_async(rid, fn, args)
             out.append(self.encode([p.REPLY, rid, result]))
-        except BaseException as exc:  # a tool's KeyboardInterrupt too
-            if isinstance(exc, SystemExit):
-                raise
+        except BaseException as exc:  # a tool's KeyboardInterrupt and SystemExit too
             f = describe_failure(exc)
             out.append(p.pack([p.ERROR, rid, f.kind, f.type_name, f.message, f.tb]))
 

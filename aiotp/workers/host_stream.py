@@ -13,8 +13,8 @@ then waits for a CREDIT frame ``[11, id, n]`` from the caller. How it waits depe
   `CreditGate` (`Streams.credit`), on which the stream's thread waits; a CANCEL reaches it
   within 50 ms (the gate re-checks), and PINGs are answered by the other threads of the lane.
 
-Whatever the tool raises, KeyboardInterrupt included, is sent as an ERROR frame (the caller gets
-`ToolError`) after the generator was closed; SystemExit still exits, as for any tool. An item
+Whatever the tool raises, KeyboardInterrupt and SystemExit included, is sent as an ERROR frame
+(the caller gets `ToolError`) after the generator was closed: a tool cannot end its worker. An item
 msgpack cannot carry ends the stream with a SerializationError: the generator is closed rather
 than left waiting for credit that would never come. END (or that ERROR) is always the last frame
 of a stream, sent after the generator's ``finally`` ran.
@@ -113,9 +113,7 @@ def run_stream(host: _Host, rid: int, fn: Any, kind: str, args: dict[str, Any]) 
                 break
             host.send(data)
             credit -= 1
-    except SystemExit:
-        raise
-    except BaseException as exc:  # a tool's KeyboardInterrupt too: it is the caller's
+    except BaseException as exc:  # a tool's KeyboardInterrupt or SystemExit: the caller's
         f = describe_failure(exc)
         last = [p.ERROR, rid, f.kind, f.type_name, f.message, f.tb]
     finally:

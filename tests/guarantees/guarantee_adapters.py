@@ -95,3 +95,28 @@ class Generators(aiotp.Adapter):
     def fail_after(self, n: int) -> Any:
         yield from range(n)
         raise KeyError("gone mid-stream")
+
+
+class Rude(aiotp.Adapter):
+    """Tools raising what Python does not count as an error."""
+
+    @aiotp.tool
+    def exits(self) -> None:
+        raise SystemExit(3)
+
+    @aiotp.tool
+    def interrupts(self) -> None:
+        raise KeyboardInterrupt
+
+    @aiotp.tool
+    async def async_exits(self) -> None:
+        raise SystemExit(4)
+
+    @aiotp.tool
+    async def async_interrupts(self) -> None:
+        raise KeyboardInterrupt
+
+    @aiotp.tool
+    def gen_exits(self) -> Any:
+        yield 1
+        raise SystemExit(5)

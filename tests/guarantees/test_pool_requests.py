@@ -158,3 +158,26 @@ async def test_execute_of_a_generator_tool_returns_all_its_items(
     assert info.value.type_name == "KeyError"
     assert rt.pool_stats("g").busy == 0
     assert await rt.execute("g", "count", {"n": 3}) == [0, 1, 2]
+
+
+@pytest.mark.parametrize(
+    ("tool", "type_name"),
+    [
+        ("exits", "SystemExit"),
+        ("interrupts", "KeyboardInterrupt"),
+        ("async_exits", "SystemExit"),
+        ("async_interrupts", "KeyboardInterrupt"),
+        ("gen_exits", "SystemExit"),
+    ],
+)
+async def test_a_tool_raising_a_base_exception_gives_tool_error_and_ends_nothing(
+    rt: aiotp.Runtime, profile: str, tool: str, type_name: str
+) -> None:
+    await rt.start_pool("r", "guarantee_adapters:Rude", profile=profile, size=1, heartbeat=None)
+    pid = rt.pool_stats("r").workers[0].pid
+    with pytest.raises(aiotp.ToolError) as info:
+        await rt.execute("r", tool, {}, timeout=5)
+    assert info.value.type_name == type_name
+    assert rt.running
+    stats = rt.pool_stats("r")
+    assert (stats.restarts, stats.workers[0].pid) == (0, pid)  # the worker lives on
