@@ -27,7 +27,7 @@ from typing import Any
 import pytest
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
-from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
+from hypothesis.stateful import RuleBasedStateMachine, invariant, rule
 from procs import alive, descendants
 
 import aiotp
@@ -134,10 +134,13 @@ class PoolMachine(RuleBasedStateMachine):
         # A stream's timeout bounds each wait for an item; the whole is bounded by its items.
         self._start(consume(), timeout * (take + 1))
 
-    @precondition(lambda self: any(not c.task.done() for c in self.calls))
     @rule(pick=st.integers(0, 1000))
     def cancel_a_call(self, pick: int) -> None:
+        # No precondition: which calls are still pending depends on timing, and hypothesis
+        # needs the same rules available when it replays an example.
         pending = [c for c in self.calls if not c.task.done()]
+        if not pending:
+            return
         call = pending[pick % len(pending)]
         call.cancelled = True
         call.task.cancel()
