@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 import msgpack
-from harness import Row, alternate, emit, parse_args
+from harness import Row, alternate, emit, parse_args, split_frames
 
 import aiotp
 from aiotp.runtime.loop import loop_factory
@@ -69,17 +69,9 @@ class RawEcho(asyncio.Protocol):
         self.header = struct.Struct(">I")
 
     def data_received(self, data: bytes) -> None:
-        buf = self.buf
-        buf += data
-        pos = 0
-        while len(buf) - pos >= 4:
-            (n,) = self.header.unpack_from(buf, pos)
-            if len(buf) - pos - 4 < n:
-                break
-            msg = msgpack.unpackb(buf[pos + 4 : pos + 4 + n])
-            pos += 4 + n
+        self.buf += data
+        for msg in split_frames(self.buf):
             self.waiters.pop(msg[1]).set_result(msg[2])
-        del buf[:pos]
 
 
 async def raw_echo_client() -> tuple[Any, RawEcho, subprocess.Popen[bytes]]:

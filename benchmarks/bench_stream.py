@@ -40,7 +40,7 @@ from pathlib import Path
 from typing import Any
 
 import msgpack
-from harness import Row, alternate, emit
+from harness import Row, alternate, emit, split_frames
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
@@ -148,20 +148,12 @@ class _Counter(asyncio.Protocol):
         self.header = struct.Struct(">I")
 
     def data_received(self, data: bytes) -> None:
-        buf = self.buf
-        buf += data
-        pos = 0
-        while len(buf) - pos >= 4:
-            (size,) = self.header.unpack_from(buf, pos)
-            if len(buf) - pos - 4 < size:
-                break
-            frame = msgpack.unpackb(buf[pos + 4 : pos + 4 + size])
-            pos += 4 + size
+        self.buf += data
+        for frame in split_frames(self.buf):
             if frame[0] == 3:
                 self.count += 1
             elif not self.done.done():
                 self.done.set_result(self.count)
-        del buf[:pos]
 
 
 async def raw_rate(n: int) -> float:

@@ -13,7 +13,7 @@ import statistics
 from collections.abc import Callable
 from typing import Any
 
-__all__ = ["Row", "alternate", "emit", "parse_args"]
+__all__ = ["Row", "alternate", "emit", "parse_args", "split_frames"]
 
 
 class Row(dict[str, Any]):
@@ -78,3 +78,22 @@ def emit(rows: list[Row], as_json: bool) -> None:
             f"{r['name']:44} {r['aiotp']:>12} {r['baseline']:>12} {r['ratio']!s:>7}  "
             f"{r['unit']} ({r['better']} is better) vs {r['baseline_name']}"
         )
+
+
+def split_frames(buf: bytearray) -> list[Any]:
+    """Decode every whole length-prefixed msgpack frame at the start of `buf` and remove them
+    (the floors' side of the wire protocol, shared by the pool and stream benchmarks)."""
+    import struct
+
+    import msgpack
+
+    frames: list[Any] = []
+    pos = 0
+    while len(buf) - pos >= 4:
+        (size,) = struct.unpack_from(">I", buf, pos)
+        if len(buf) - pos - 4 < size:
+            break
+        frames.append(msgpack.unpackb(buf[pos + 4 : pos + 4 + size]))
+        pos += 4 + size
+    del buf[:pos]
+    return frames

@@ -51,11 +51,13 @@ def _safety_warning(message: str, worker_id: str, kind: str) -> None:
     )
 
 
-async def _contained(coro: Any) -> Any:
+async def _contained(fn: Any, args: dict[str, Any]) -> Any:
     """Run an async tool so that what it raises stays the caller's: asyncio lets a task's
-    KeyboardInterrupt or SystemExit escape the event loop, which would stop the runtime."""
+    KeyboardInterrupt or SystemExit escape the event loop, which would stop the runtime.
+    The tool's coroutine is made here, so a task cancelled before it starts leaves none
+    behind un-awaited."""
     try:
-        return await coro
+        return await fn(**args)
     except (KeyboardInterrupt, SystemExit) as exc:
         raise describe_failure(exc) from None
 
@@ -217,7 +219,7 @@ class ThreadWorker:
     async def _run_async(
         self, fn: Any, args: dict[str, Any], timeout: float | None, ticket: Ticket | None = None
     ) -> Any:
-        task = self._loop.create_task(_contained(fn(**args)))
+        task = self._loop.create_task(_contained(fn, args))
         self._pending.add(task)
         task.add_done_callback(self._pending.discard)
         if ticket is not None:
