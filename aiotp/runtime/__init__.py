@@ -2,6 +2,7 @@
 
 from aiotp.runtime import telemetry
 from aiotp.runtime.actor import Actor, UnhandledMessage
+from aiotp.runtime.entry import run
 from aiotp.runtime.errors import (
     ActorExited,
     AiotpError,
@@ -13,7 +14,7 @@ from aiotp.runtime.errors import (
 )
 from aiotp.runtime.messages import NOREPLY, Down, Exit, is_normal_exit
 from aiotp.runtime.ref import ActorRef, Caller, MonitorRef, Timer, current_actor
-from aiotp.runtime.runtime import Runtime, run
+from aiotp.runtime.runtime import Runtime
 
 __all__ = [
     "NOREPLY",

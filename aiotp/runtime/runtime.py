@@ -23,7 +23,6 @@ Guarantees:
 from __future__ import annotations
 
 import asyncio
-import inspect
 import itertools
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
@@ -32,15 +31,15 @@ from typing import Any, TypeVar
 
 from aiotp.runtime import telemetry
 from aiotp.runtime.actor import Actor
+from aiotp.runtime.cancel import await_through_cancel, retrieve
 from aiotp.runtime.errors import AiotpError, CallTimeout, NoProc, RuntimeClosed
 from aiotp.runtime.jobs import Jobs
-from aiotp.runtime.loop import loop_factory
 from aiotp.runtime.process import actor_main
 from aiotp.runtime.ref import STOP, ActorRef, Phase, Timer, _current
 from aiotp.runtime.registry import Registry
 from aiotp.runtime.signals import Signals
 
-__all__ = ["Runtime", "run"]
+__all__ = ["Runtime"]
 
 _log = logging.getLogger("aiotp.runtime")
 
@@ -203,9 +202,9 @@ class Runtime:
         gone (its name freed, its init-time links signalled)."""
         # Nobody will read the outcome of its init now: retrieve it so asyncio does not log
         # "Future exception was never retrieved".
-        started.add_done_callback(_retrieve)
+        started.add_done_callback(retrieve)
         self._signals.exit(ref, "kill", None)
-        await _await_through_cancel(ref._task, self.shutdown_timeout)
+        await await_through_cancel(ref._task, self.shutdown_timeout)
 
     def _forget(self, ref: ActorRef) -> None:
         self._actors.pop(ref, None)
@@ -367,88 +366,17 @@ class Runtime:
         **runtime_options: Any,
     ) -> T:
         """`aiotp.run` as a method: ``aiotp.Runtime.run(main)``."""
+        from aiotp.runtime.entry import run
+
         return run(main, uvloop=uvloop, **runtime_options)
 
     # -- shutdown ----------------------------------------------------------------------
     async def shutdown(self) -> None:
-        """Stop everything (see the module docstring); idempotent.
+        """Stop everything (see the module docstring and `aiotp.runtime.shutdown`); idempotent
+        and safe to cancel."""
+        from aiotp.runtime.shutdown import shutdown
 
-        Safe to cancel: a cancelled shutdown kills whatever is still alive, closes the
-        extensions and jobs, reaches STOPPED and re-raises `CancelledError`. A second call
-        while one runs waits for it to finish.
-        """
-        if self._state is _State.STOPPED:
-            return
-        if self._state is _State.NEW:
-            self._state = _State.STOPPED
-            return
-        if self._state is _State.STOPPING:
-            assert self._stopped is not None
-            await self._stopped.wait()
-            return
-        self._move(_State.STOPPING)
-        try:
-            roots = [ref for ref in self._actors if ref._parent is None]
-            for ref in reversed(roots):
-                await self.stop_or_kill(ref, "shutdown", self.shutdown_timeout)
-            for _ in range(3):  # children started while their owners stopped, if any
-                for ref in reversed(list(self._actors)):
-                    await self.stop_or_kill(ref, "shutdown", self.shutdown_timeout)
-            await self._close_extensions()
-        except asyncio.CancelledError:
-            await _await_through_cancel(self._force_stop(), self.shutdown_timeout)
-            raise
-        finally:
-            self._move(_State.STOPPED)
-            assert self._stopped is not None
-            self._stopped.set()
-
-    async def _close_extensions(self) -> None:
-        for ext in reversed(list(self._extensions.values())):
-            close = getattr(ext, "close", None)
-            if close is not None:
-                await close()
-        if self._jobs is not None:
-            await self._jobs.close()
-
-    async def _force_stop(self) -> None:
-        """What a cancelled shutdown still owes: kill every actor, then close the rest."""
-        for ref in reversed(list(self._actors)):
-            self._signals.exit(ref, "kill", None)
-        tasks = {ref._task for ref in list(self._actors) if ref._task is not None}
-        if tasks:
-            await asyncio.wait(tasks, timeout=self.shutdown_timeout)
-        await self._close_extensions()
-
-
-def _retrieve(fut: asyncio.Future[Any]) -> None:
-    if not fut.cancelled():
-        fut.exception()
-
-
-async def _await_through_cancel(aw: Awaitable[Any] | None, timeout: float) -> None:
-    """Wait for cleanup that must finish even though our caller is being cancelled.
-
-    Used on the way out of a cancelled coroutine: further cancellations are absorbed (the
-    caller re-raises its own CancelledError afterwards), and `timeout` bounds the wait so a
-    cleanup that never ends cannot hold the caller forever.
-    """
-    if aw is None:
-        return
-    task = asyncio.ensure_future(aw)
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while not task.done():
-        remaining = deadline - loop.time()
-        if remaining <= 0:
-            _log.warning("cleanup %r did not finish within %s s; leaving it", task, timeout)
-            return
-        try:
-            await asyncio.wait({task}, timeout=remaining)
-        except asyncio.CancelledError:
-            continue
-    if not task.cancelled() and task.exception() is not None:
-        _log.warning("cleanup %r failed", task, exc_info=task.exception())
+        await shutdown(self)
 
 
 _pools_module: Any = None
@@ -462,27 +390,3 @@ def _pools() -> Any:
 
         _pools_module = api
     return _pools_module
-
-
-def run(
-    main: Callable[[Runtime], Awaitable[T]] | Awaitable[T],
-    *,
-    uvloop: bool | None = None,
-    **runtime_options: Any,
-) -> T:
-    """Run `main(rt)` inside a fresh Runtime on a new loop (uvloop when installed) and return
-    its result. A bare awaitable is run as is, on the same kind of loop, without a Runtime.
-    `runtime_options` go to `Runtime(...)` (e.g. ``shutdown_timeout=1.0``)."""
-
-    async def _with_runtime() -> T:
-        async with Runtime(**runtime_options) as rt:
-            assert callable(main)
-            return await main(rt)
-
-    async def _bare() -> T:
-        assert inspect.isawaitable(main)
-        return await main
-
-    entry = _bare() if inspect.isawaitable(main) else _with_runtime()
-    with asyncio.Runner(loop_factory=loop_factory(uvloop)) as runner:
-        return runner.run(entry)
