@@ -38,7 +38,6 @@ Guarantees and defaults:
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import threading
 import time
@@ -49,6 +48,7 @@ import attrs
 
 from aiotp.session_store.errors import SessionExists, SessionNotFound, SessionQuotaExceeded
 from aiotp.session_store.session import Session
+from aiotp.session_store.sweeping import Sweeping
 from aiotp.session_store.table import Table
 
 __all__ = ["RemovalHook", "SessionStore", "StoreStats"]
@@ -82,7 +82,7 @@ def _check_id(session_id: Any) -> str:
     return session_id
 
 
-class SessionStore:
+class SessionStore(Sweeping):
     """See the module docstring."""
 
     def __init__(
@@ -310,94 +310,6 @@ class SessionStore:
                 hook(session_id, reason, session)
             except Exception:
                 _log.exception("session removal hook %r failed", hook)
-
-    # -- sweeping -----------------------------------------------------------------------------
-    def _doomed(self, session: Session, now: float) -> str | None:
-        if session.expired(now):
-            return "expired"
-        hb = self.heartbeat_timeout
-        if hb is not None and session.awaiting_input and now - session.last_heartbeat > hb:
-            return "gc"
-        return None
-
-    def _sweep_keys(self, index: int, keys: list[str], now: float) -> int:
-        t = self._table
-        removed: list[tuple[str, str, Session]] = []
-        with t._locks[index]:
-            shard = t._shards[index]
-            for key in keys:
-                session = shard.get(key)
-                if session is None:
-                    continue
-                reason = self._doomed(session, now)
-                if reason is not None:
-                    del shard[key]
-                    removed.append((key, reason, session))
-        if removed:
-            # One bookkeeping step per chunk, not per session: this is the sweep's hot loop.
-            with self._count_lock:
-                self._count -= len(removed)
-                for _, reason, _ in removed:
-                    self._counters[reason] += 1
-            if self._hooks:
-                for key, reason, session in removed:
-                    self._notify(key, reason, session)
-        return len(removed)
-
-    def _shard_keys(self, index: int) -> list[str]:
-        t = self._table
-        with t._locks[index]:
-            return list(t._shards[index])
-
-    def sweep(self) -> int:
-        """Remove expired (and heartbeat-abandoned) sessions now; returns how many."""
-        now = self.clock()
-        removed = sum(
-            self._sweep_keys(i, self._shard_keys(i), now) for i in range(self._table.shard_count)
-        )
-        self._bump("cleanup_runs")
-        return removed
-
-    async def sweep_async(self) -> int:
-        """`sweep`, yielding to the loop every `sweep_chunk` sessions."""
-        now = self.clock()
-        removed = 0
-        chunk = self.sweep_chunk
-        for i in range(self._table.shard_count):
-            keys = self._shard_keys(i)
-            for at in range(0, len(keys), chunk):
-                removed += self._sweep_keys(i, keys[at : at + chunk], now)
-                await asyncio.sleep(0)
-        self._bump("cleanup_runs")
-        return removed
-
-    def start(self) -> None:
-        """Start background sweeps every `sweep_interval` s (needs a running loop)."""
-        if self._sweeper is None or self._sweeper.done():
-            self._sweeper = asyncio.get_running_loop().create_task(self._sweep_forever())
-
-    async def stop(self) -> None:
-        """Stop background sweeps and wait for the sweeper to finish (no task left behind)."""
-        task, self._sweeper = self._sweeper, None
-        if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
-
-    async def __aenter__(self) -> SessionStore:
-        self.start()
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        await self.stop()
-
-    async def _sweep_forever(self) -> None:
-        while True:
-            await asyncio.sleep(self.sweep_interval)
-            try:
-                await self.sweep_async()
-            except Exception:
-                _log.exception("session sweep failed")
 
     # -- introspection ------------------------------------------------------------------------
     def stats(self) -> StoreStats:
