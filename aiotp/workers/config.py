@@ -154,3 +154,6 @@ class PoolConfig:
             isinstance(k, str) and isinstance(v, str) for k, v in value.items()
         ):
             raise TypeError(f"env must map str to str, got {value!r}")
+        for key, item in value.items():
+            if not key or "=" in key or "\0" in key or "\0" in item:
+                raise ValueError(f"env entry {key!r}={item!r} cannot be put in an environment")

@@ -63,7 +63,7 @@ class Zygote:
                 stdin=subprocess.DEVNULL,
                 start_new_session=True,
             )
-        except OSError:
+        except (OSError, ValueError):
             parent.close()
             return None
         finally:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
+import socket
 from typing import Any
 
 import pytest
@@ -121,3 +122,32 @@ async def test_a_failed_start_leaks_no_descriptor(rt: aiotp.Runtime) -> None:
         with pytest.raises(aiotp.WorkerStartError):
             await rt.start_pool("bad", "guarantee_adapters:BrokenSetup", profile="process", size=2)
     await wait_until(lambda: fds() <= before, 5.0)
+
+
+async def test_a_failed_fork_leaks_no_descriptor(rt: aiotp.Runtime) -> None:
+    """A template that cannot fork (its control socket is gone, as when it died a moment ago):
+    the start fails with a typed error and leaves no descriptor behind."""
+    from aiotp.workers.process_start import start_process_worker
+    from aiotp.workers.zygote_client import Zygote
+
+    zygote = await Zygote.start(TOOLS, None)
+    assert zygote is not None
+    control = zygote._ctrl
+    dead_end, peer = socket.socketpair()
+    peer.close()
+    try:
+        before = len(os.listdir("/proc/self/fd"))
+        for i in range(3):
+            zygote._ctrl, zygote.usable = dead_end, True  # a template that can no longer fork
+            with pytest.raises(aiotp.WorkerStartError, match="failed to fork"):
+                await start_process_worker(TOOLS, worker_id=f"w{i}", zygote=zygote)
+        assert len(os.listdir("/proc/self/fd")) <= before
+    finally:
+        zygote._ctrl = control
+        dead_end.close()
+        await zygote.aclose()
+
+
+def test_an_env_that_cannot_be_an_environment_is_refused_when_declared() -> None:
+    with pytest.raises(ValueError, match="cannot be put in an environment"):
+        aiotp.pool_spec("p", TOOLS, profile="process", env={"X": "a\0b"})
