@@ -27,7 +27,7 @@ bench: $(STAMP)
 	@for f in benchmarks/bench_*.py; do echo "== $$f"; $(BIN)/python $$f --quick || exit 1; done
 
 chaos: $(STAMP)
-	AIOTP_CHAOS_LONG=1 $(BIN)/python -m pytest -q tests/chaos
+	AIOTP_CHAOS_LONG=1 $(BIN)/python -m pytest -q -o timeout=1200 tests/chaos tests/guarantees/test_pool_model.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
