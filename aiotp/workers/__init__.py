@@ -25,7 +25,7 @@ if TYPE_CHECKING:
         WorkerStartError,
     )
     from aiotp.workers.heartbeat import HeartbeatTimeout
-    from aiotp.workers.pool import pool_spec
+    from aiotp.workers.pool_tree import pool_spec
 
 _EXPORTS: dict[str, str] = {
     "Adapter": "aiotp.workers.adapter",
@@ -48,7 +48,7 @@ _EXPORTS: dict[str, str] = {
     "WorkerStartError": "aiotp.workers.errors",
     "UnsupportedPlatform": "aiotp.workers.errors",
     "HeartbeatTimeout": "aiotp.workers.heartbeat",
-    "pool_spec": "aiotp.workers.pool",
+    "pool_spec": "aiotp.workers.pool_tree",
 }
 
 __all__ = [

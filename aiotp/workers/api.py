@@ -60,7 +60,7 @@ def registry(rt: Runtime) -> PoolRegistry:
 
 
 async def start_pool(rt: Runtime, name: str, adapter: Any, **options: Any) -> ActorRef:
-    from aiotp.workers.pool import start_pool_supervisor
+    from aiotp.workers.pool_tree import start_pool_supervisor
 
     return await start_pool_supervisor(rt, name, adapter, **options)
 
