@@ -29,6 +29,8 @@ if TYPE_CHECKING:
 
 __all__ = ["FirstStart", "WorkerActor"]
 
+_log = logging.getLogger("aiotp.pool")
+
 
 class FirstStart:
     """True once: whether a worker's first start replaces a worker being recycled."""
@@ -41,8 +43,6 @@ class FirstStart:
     def take(self) -> bool:
         recycling, self._recycling = self._recycling, False
         return recycling
-
-_log = logging.getLogger("aiotp.pool")
 
 
 class WorkerActor(Actor):
