@@ -178,13 +178,14 @@ async def stream(
     """Items of a generator tool as they come. ``timeout`` bounds the wait for each item.
 
     Leaving the ``async for`` early (break, exception, cancellation) tells the worker to stop
-    the generator and frees the worker at once.
+    the generator; the worker's slot stays busy until it has (as for `execute`).
     """
     pool, args, prefer = _prepare(rt, pool_name, tool, args, timeout, session)
     slot = await pool.dispatcher.checkout(prefer, timeout)
     ok = False
+    ticket = Ticket()
     try:
-        agen = slot.handle.stream(tool, args, timeout)
+        agen = slot.handle.stream(tool, args, timeout, ticket)
         try:
             async for item in agen:
                 yield item
@@ -192,6 +193,6 @@ async def stream(
             await agen.aclose()
         ok = True
     finally:
-        pool.finished(slot, ok)
+        pool.release(slot, ticket, ok)
     if session is not None:
         pool.record_affinity(session, slot.worker_id)

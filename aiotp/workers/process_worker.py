@@ -88,6 +88,7 @@ class ProcessWorker:
         # their ticket ends when the worker's answer arrives or the worker dies.
         self._orphans: dict[int, Ticket] = {}
         self._collected: dict[int, list[Any]] = {}  # items of generator tools run by execute
+        self._streams_over: set[int] = set()  # streams whose last frame came in, still open
         self._streams: dict[int, Stream] = {}
         self._transport: asyncio.Transport | None = None
         self._stderr: Any = None  # process_start.StderrTail: its output, for error reports
@@ -113,6 +114,7 @@ class ProcessWorker:
                 # A tool that is not a generator, streamed: its result is the only item.
                 self._streams[rid].push(p.ITEM, frame[2])
                 self._streams[rid].push(p.END)
+                self._streams_over.add(rid)
             elif self._orphans:
                 self._end_orphan(rid)
         elif kind == p.ERROR:
@@ -125,10 +127,13 @@ class ProcessWorker:
                     fut.set_exception(exc)
             elif rid in self._streams:
                 self._streams[rid].push(p.ERROR, exc)
+                self._streams_over.add(rid)
         elif kind in (p.ITEM, p.END):
             stream = self._streams.get(rid)
             if stream is not None:
                 stream.push(kind, frame[2] if kind == p.ITEM else None)
+                if kind == p.END:
+                    self._streams_over.add(rid)
             elif rid in self._pending:
                 self._collect(rid, kind, frame)
             elif kind == p.END and self._orphans:
@@ -319,11 +324,20 @@ class ProcessWorker:
             if ticket is not None:
                 ticket.end()
 
-    def stream(self, tool: str, args: dict[str, Any], timeout: float | None) -> Stream:
+    def stream(
+        self, tool: str, args: dict[str, Any], timeout: float | None, ticket: Ticket | None = None
+    ) -> Stream:
         """Items of a generator tool, at most a window ahead of the caller (see streaming.py):
-        credit goes back in CREDIT frames, leaving early sends CANCEL."""
+        credit goes back in CREDIT frames, leaving early sends CANCEL. ``ticket`` ends once the
+        worker has really finished the stream: at its END or error, or, when the caller left
+        early, at the END the worker sends after CANCEL."""
         rid = next(self._ids)
-        self._send([p.REQUEST, rid, tool, args])
+        try:
+            self._send([p.REQUEST, rid, tool, args])
+        except BaseException:
+            if ticket is not None:
+                ticket.end()
+            raise
 
         def grant(n: int) -> None:
             if not self.closed.done():
@@ -332,9 +346,15 @@ class ProcessWorker:
         def finish(completed: bool) -> None:
             self.in_flight -= 1
             del self._streams[rid]
-            if not completed and not self.closed.done():
+            over = rid in self._streams_over  # its END or error is in, unread or not
+            self._streams_over.discard(rid)
+            if not completed and not over and not self.closed.done():
+                if ticket is not None:
+                    self._orphans[rid] = ticket  # until the worker's END after our CANCEL
                 with contextlib.suppress(Exception):
                     self._send([p.CANCEL, rid])
+            elif ticket is not None:
+                ticket.end()
 
         stream = Stream(self._loop, f"stream {tool} on {self.worker_id}", timeout, grant, finish)
         self._streams[rid] = stream

@@ -213,8 +213,10 @@ class _ThreadProducer:
         make: Callable[[], Any],
         stream: Stream,
         submit: Callable[[Callable[[], None]], None],
+        ended: Callable[[], None] | None = None,
     ) -> None:
         self._make = make
+        self._ended = ended
         self._gen: Any = None
         self._stream = stream
         self._submit = submit
@@ -243,6 +245,16 @@ class _ThreadProducer:
             self._submit(self._run)
 
     def _run(self) -> None:
+        try:
+            self._produce()
+        finally:
+            if self._state == _DONE and self._ended is not None:
+                # On the loop, once: the worker has really finished with this stream.
+                ended, self._ended = self._ended, None
+                with contextlib.suppress(RuntimeError):  # the loop is closed
+                    self._stream._loop.call_soon_threadsafe(ended)
+
+    def _produce(self) -> None:
         push = self._stream.push_threadsafe
         try:
             if self._gen is None:
@@ -285,7 +297,11 @@ class _TaskProducer:
     """
 
     def __init__(
-        self, make: Callable[[], Any], stream: Stream, loop: asyncio.AbstractEventLoop
+        self,
+        make: Callable[[], Any],
+        stream: Stream,
+        loop: asyncio.AbstractEventLoop,
+        ended: Callable[[], None] | None = None,
     ) -> None:
         self._make = make
         self._stream = stream
@@ -294,6 +310,8 @@ class _TaskProducer:
         self._more: asyncio.Future[None] | None = None
         self._stopping = False
         self.task = loop.create_task(self._run(), name=stream.what)
+        if ended is not None:
+            self.task.add_done_callback(lambda _t: ended())
 
     def grant(self, n: int) -> None:
         self._credit += n
@@ -342,12 +360,15 @@ def start_local(
     submit: Callable[[Callable[[], None]], None],
     crashed: asyncio.Future[Any],
     finished: Callable[[], None],
+    ended: Callable[[], None] | None = None,
 ) -> Stream:
     """Start a generator ("gen", on lane threads via `submit`) or async generator ("agen", a task
     on `loop`) tool of a thread worker, and return its stream.
 
     `crashed` is a future the worker fails (with `WorkerCrashed`) if it is retired: the stream
-    then fails at once too. `finished` runs once the stream is over, whichever way.
+    then fails at once too. `finished` runs once the stream is over, whichever way; `ended`
+    runs (on the loop) once the producer has really stopped, which may be later when the
+    caller left early.
     """
     producer: _ThreadProducer | _TaskProducer
 
@@ -367,8 +388,8 @@ def start_local(
     stream = Stream(loop, what, timeout, lambda n: producer.grant(n), finish)
     make = lambda: fn(**args)  # noqa: E731 - called in the producer, where errors are caught
     if kind == "gen":
-        producer = _ThreadProducer(make, stream, submit)
+        producer = _ThreadProducer(make, stream, submit, ended)
     else:
-        producer = _TaskProducer(make, stream, loop)
+        producer = _TaskProducer(make, stream, loop, ended)
     crashed.add_done_callback(on_crash)
     return stream

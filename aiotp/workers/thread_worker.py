@@ -242,13 +242,25 @@ class ThreadWorker:
             task.cancel()
             raise
 
-    def stream(self, tool: str, args: dict[str, Any], timeout: float | None) -> AsyncIterator[Any]:
-        """Items of a generator tool, at most a window ahead of the caller (see streaming.py)."""
-        fn, kind = self._lookup(tool)
+    def stream(
+        self, tool: str, args: dict[str, Any], timeout: float | None, ticket: Ticket | None = None
+    ) -> AsyncIterator[Any]:
+        """Items of a generator tool, at most a window ahead of the caller (see streaming.py).
+        ``ticket`` ends once the producer has really stopped (after the caller, if it left)."""
+        try:
+            fn, kind = self._lookup(tool)
+            if self.closed.done():
+                raise WorkerCrashed(f"worker {self.worker_id} is gone", self.worker_id)
+        except BaseException:
+            if ticket is not None:
+                ticket.end()  # nothing started
+            raise
         if kind not in ("gen", "agen"):
-            return streaming.one(self.request(tool, args, timeout))
-        if self.closed.done():
-            raise WorkerCrashed(f"worker {self.worker_id} is gone", self.worker_id)
+            return streaming.one(self.request(tool, args, timeout, ticket))
+        ended = None
+        if ticket is not None:
+            self._tickets.add(ticket)  # kill() ends it: a retired worker runs nothing for us
+            ended = lambda: self._ticket_done(ticket)  # noqa: E731
         crashed: asyncio.Future[Any] = self._loop.create_future()
         self._pending.add(crashed)  # kill() fails it, and with it the stream, at once
         crashed.add_done_callback(self._pending.discard)
@@ -270,6 +282,7 @@ class ThreadWorker:
             submit=submit,
             crashed=crashed,
             finished=finished,
+            ended=ended,
         )
 
     async def ping(self, timeout: float) -> float:

@@ -181,3 +181,19 @@ async def test_a_tool_raising_a_base_exception_gives_tool_error_and_ends_nothing
     assert rt.running
     stats = rt.pool_stats("r")
     assert (stats.restarts, stats.workers[0].pid) == (0, pid)  # the worker lives on
+
+
+async def test_an_abandoned_stream_holds_its_slot_until_the_worker_stopped_it(
+    rt: aiotp.Runtime, profile: str
+) -> None:
+    await rt.start_pool("s", "guarantee_adapters:ModelTools", profile=profile, size=1)
+    async for item in rt.stream("s", "count", {"n": 1000, "delay": 0.3}, timeout=5):
+        assert item == 0
+        break  # the worker is in its 0.3 s sleep before the next item
+    assert rt.pool_stats("s").busy == 1, "the slot was freed while the generator still ran"
+    await wait_until(lambda: rt.pool_stats("s").busy == 0, 5.0)
+    assert rt.pool_stats("s").recycled == 0
+    assert await rt.execute("s", "quick", {"value": 1}) == 1
+    async for _ in rt.stream("s", "count", {"n": 3}, timeout=5):
+        pass  # a stream read to its end frees the slot at once
+    assert rt.pool_stats("s").busy == 0
