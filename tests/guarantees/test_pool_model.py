@@ -121,6 +121,12 @@ class PoolMachine(RuleBasedStateMachine):
         args: dict[str, Any] = {"value": seconds} if tool == "quick" else {"seconds": seconds}
         self._start(self.rt.execute("m", tool, args, timeout=timeout), timeout)
 
+    @rule(tool=st.sampled_from(["block", "wait"]))
+    def call_that_times_out(self, tool: str) -> None:
+        """A tool that outlives its caller's timeout: its slot must stay busy until it ends
+        (or its worker is recycled past cancel_grace)."""
+        self.call(tool, 0.6, 0.05)
+
     @rule(n=st.integers(1, 200), take=st.integers(0, 5), timeout=st.sampled_from([0.5, 4.0]))
     def abandoned_stream(self, n: int, take: int, timeout: float) -> None:
         async def consume() -> list[int]:
@@ -140,7 +146,11 @@ class PoolMachine(RuleBasedStateMachine):
         # needs the same rules available when it replays an example.
         pending = [c for c in self.calls if not c.task.done()]
         if not pending:
-            return
+            # Nothing in flight: start a call and cancel it while it runs, so the rule always
+            # exercises a cancellation.
+            self.call("block", 0.6, 4.0)
+            self.run(asyncio.sleep(0.02))
+            pending = [self.calls[-1]]
         call = pending[pick % len(pending)]
         call.cancelled = True
         call.task.cancel()
@@ -148,6 +158,8 @@ class PoolMachine(RuleBasedStateMachine):
     @rule(pick=st.integers(0, 1000), how=st.sampled_from(["kill", "sigkill", "sigstop"]))
     def strike_a_worker(self, pick: int, how: str) -> None:
         slots = [s for s in self._pool().dispatcher.slots if not s.handle.closed.done()]
+        busy = [s for s in slots if s.in_flight]
+        slots = busy or slots  # a worker holding requests, when there is one: the harder case
         if not slots:
             return
         slot = slots[pick % len(slots)]
