@@ -68,19 +68,27 @@ async def test_sync_tool_raising_stop_iteration_fails_at_once_with_tool_error(
     assert await rt.execute("p", "echo", {"value": "still serving"}) == "still serving"
 
 
+async def _items_then_tool_error(
+    rt: aiotp.Runtime, tool: str, after: int
+) -> tuple[list[int], aiotp.ToolError]:
+    """The items a failing generator tool streamed before its error, and that error."""
+    got: list[int] = []
+    async with asyncio.timeout(20):
+        with pytest.raises(aiotp.ToolError) as info:
+            async for item in rt.stream("p", tool, {"after": after}, timeout=120):
+                got.append(item)
+    return got, info.value
+
+
 async def test_async_generator_failing_mid_stream_gives_tool_error(
     rt: aiotp.Runtime, mode: dict[str, Any]
 ) -> None:
     await rt.start_pool("p", STREAMS, size=1, **mode)
-    got: list[int] = []
-    async with asyncio.timeout(20):
-        with pytest.raises(aiotp.ToolError) as info:
-            async for item in rt.stream("p", "agen_fails", {"after": 2}, timeout=120):
-                got.append(item)
+    got, error = await _items_then_tool_error(rt, "agen_fails", 2)
     assert got == [0, 1]
-    assert info.value.type_name == "ValueError"
-    assert "agen broke after 2 items" in info.value.message
-    assert "agen_fails" in info.value.traceback
+    assert error.type_name == "ValueError"
+    assert "agen broke after 2 items" in error.message
+    assert "agen_fails" in error.traceback
     await wait_until(lambda: rt.pool_stats("p").busy == 0)
     assert await rt.execute("p", "echo", {"value": 1}) == 1
 
@@ -89,14 +97,10 @@ async def test_generator_raising_a_base_exception_gives_tool_error(
     rt: aiotp.Runtime, mode: dict[str, Any]
 ) -> None:
     await rt.start_pool("p", STREAMS, size=1, **mode)
-    got: list[int] = []
-    async with asyncio.timeout(20):
-        with pytest.raises(aiotp.ToolError) as info:
-            async for item in rt.stream("p", "gen_aborts", {"after": 3}, timeout=120):
-                got.append(item)
+    got, error = await _items_then_tool_error(rt, "gen_aborts", 3)
     assert got == [0, 1, 2]
-    assert info.value.type_name == "Abort"
-    assert "gen_aborts" in info.value.traceback
+    assert error.type_name == "Abort"
+    assert "gen_aborts" in error.traceback
     assert await rt.execute("p", "echo", {"value": 2}) == 2
     assert rt.pool_stats("p").restarts == 0
 
