@@ -8,7 +8,6 @@ Its sweeper runs while the runtime runs and is stopped, without a pending task, 
 from __future__ import annotations
 
 import asyncio
-import logging
 from typing import Any
 
 from aiotp.session_store.store import SessionStore
@@ -16,9 +15,6 @@ from aiotp.session_store.store import SessionStore
 __all__ = ["SessionsExtension", "runtime_sessions"]
 
 KEY = "aiotp.sessions"
-
-
-_log = logging.getLogger("aiotp.sessions")
 
 
 class SessionsExtension:
@@ -33,16 +29,7 @@ class SessionsExtension:
     async def start(self, rt: Any = None) -> None:
         self.rt = rt if rt is not None else self.rt
         if self.job is None and self.rt is not None:
-            self.job = await self.rt.jobs.spawn(self._sweep_forever(), name="sessions sweeper")
-
-    async def _sweep_forever(self) -> None:
-        store = self.store
-        while True:
-            await asyncio.sleep(store.sweep_interval)
-            try:
-                await store.sweep_async()
-            except Exception:  # one bad sweep (a hook that raised) must not end the sweeper
-                _log.exception("session sweep failed")
+            self.job = await self.rt.jobs.spawn(self.store.sweep_forever(), name="sessions sweeper")
 
     async def close(self) -> None:
         job, self.job = self.job, None

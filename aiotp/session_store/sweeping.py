@@ -109,7 +109,7 @@ class Sweeping:
     def start(self) -> None:
         """Start background sweeps every `sweep_interval` s (needs a running loop)."""
         if self._sweeper is None or self._sweeper.done():
-            self._sweeper = asyncio.get_running_loop().create_task(self._sweep_forever())
+            self._sweeper = asyncio.get_running_loop().create_task(self.sweep_forever())
 
     async def stop(self) -> None:
         """Stop background sweeps and wait for the sweeper to finish (no task left behind)."""
@@ -126,7 +126,10 @@ class Sweeping:
     async def __aexit__(self, *exc: object) -> None:
         await self.stop()
 
-    async def _sweep_forever(self) -> None:
+    async def sweep_forever(self) -> None:
+        """Sweep every `sweep_interval` s until cancelled; one failed sweep (a hook that
+        raised) is logged and does not end the loop. Run it as a task (`start`) or as a job
+        of the runtime (the runtime's default store)."""
         while True:
             await asyncio.sleep(self.sweep_interval)
             try:
