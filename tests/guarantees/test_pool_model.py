@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
 import os
 import signal
 import time
@@ -175,6 +176,27 @@ class PoolMachine(RuleBasedStateMachine):
                 self.stopped.add(pid)
         except ProcessLookupError:
             pass  # it died on its own just now; its actor has not heard yet
+
+    @rule()
+    def kill_the_worker_of_a_call(self) -> None:
+        """Start a long call and kill the very worker it went to: its caller must get
+        `WorkerCrashed` naming that worker, and no other call may fail for it."""
+        self.call("block", 2.0, 4.0)
+        task = self.calls[-1].task
+
+        async def dispatched() -> None:
+            while task not in self.held and not task.done():
+                await asyncio.sleep(0.005)
+
+        self.run(dispatched(), timeout=5.0)
+        slot = self._pool().dispatcher.get(self.held.get(task))
+        if slot is None or slot.handle.closed.done():
+            return  # it died or finished meanwhile
+        if slot.handle.pid is None:
+            self.rt.exit(slot.ref, "kill")
+        else:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(slot.handle.pid, signal.SIGKILL)
 
     @rule()
     def recycle_a_worker(self) -> None:
