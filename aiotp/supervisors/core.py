@@ -79,7 +79,11 @@ class SupervisorCore(Actor):
         try:
             if isinstance(spec.start, type):
                 ref = await self.runtime.spawn(
-                    spec.start, *child.args, name=spec.name, link=True, **spec.kwargs
+                    spec.start,
+                    *child.args,
+                    name=spec.registered_name,
+                    link=True,
+                    **spec.init_kwargs,
                 )
             else:
                 ref = await spec.start(*child.args, **spec.kwargs)

@@ -16,6 +16,14 @@ Fields and defaults (OTP's):
 - ``type``: ``"worker"`` or ``"supervisor"``.
 - ``name``: a name to register the child under (restarts re-register it).
 
+Naming, the Elixir way: ``ChildSpec("x", Counter, kwargs={"name": "x"})`` is the same as
+``ChildSpec("x", Counter, name="x")``. For an `Actor` subclass, ``kwargs`` are the keyword
+arguments of its ``init``, except ``name``: that key is consumed as the registered name and is
+not passed on, exactly as ``rt.spawn(Counter, name="x")`` does (the actor reads it back as
+``self.ref.name``). For an async factory, ``kwargs`` are passed to the factory unchanged, ``name``
+included: the factory does its own registering. Giving both ``name=`` and a ``name`` in
+``kwargs`` is refused here with a ValueError, since one of them would be silently ignored.
+
 Every field is checked here, at construction, so that a bad spec fails where it is written and
 never at 3 a.m. during a restart.
 """
@@ -85,6 +93,25 @@ class ChildSpec:
     shutdown: float | str | None = attrs.field(default=None)
     type: str = attrs.field(default="worker")
     name: Any = attrs.field(default=None)
+
+    def __attrs_post_init__(self) -> None:
+        if self.name is not None and "name" in self.kwargs:
+            raise ValueError(
+                f"ChildSpec {self.id!r}: name={self.name!r} and kwargs['name']="
+                f"{self.kwargs['name']!r} both given; keep one (name= or kwargs['name'])"
+            )
+
+    @property
+    def registered_name(self) -> Any:
+        """The name an `Actor` child is registered under: ``name=`` or ``kwargs['name']``."""
+        return self.name if self.name is not None else self.kwargs.get("name")
+
+    @property
+    def init_kwargs(self) -> Mapping[str, Any]:
+        """The keyword arguments an `Actor` child's ``init`` gets: ``kwargs`` without ``name``."""
+        if "name" not in self.kwargs:
+            return self.kwargs
+        return {k: v for k, v in self.kwargs.items() if k != "name"}
 
     @restart.validator
     def _check_restart(self, _attr: Any, value: Any) -> None:
