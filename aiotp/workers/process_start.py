@@ -1,6 +1,12 @@
 """Starting a worker process: fork it from the pool's template or start it afresh, connect its
 socket and stderr, and wait for READY.
 
+A fresh start runs ``python -S -P`` on the runtime's sys.path (`aiotp.workers.interpreter`).
+While the pool's template is still starting, its first worker starts afresh in parallel
+rather than waiting for it (`Zygote.take_turn`): a pool of one is ready as soon as a plain
+start is; the other workers wait for the template, since a fork is far cheaper than another
+interpreter.
+
 `start_process_worker` returns a ready `ProcessWorker` or raises `WorkerStartError` naming the
 worker with the tail of its stderr. Safe to cancel: a cancelled start kills the process (and its
 group) and re-raises `CancelledError`. No descriptor outlives a failed start. Kept apart from
@@ -18,6 +24,7 @@ import subprocess
 import sys
 from typing import Any
 
+from aiotp.workers import interpreter
 from aiotp.workers import protocol as p
 from aiotp.workers.adapter import adapter_path
 from aiotp.workers.errors import WorkerStartError
@@ -116,7 +123,7 @@ async def _spawn(
     """Fork (from the template) or start the process; the child's ends are closed here."""
     worker_id = worker.worker_id
     try:
-        if zygote is not None and zygote.usable:
+        if zygote is not None and await zygote.take_turn():
             pid = await zygote.fork(worker_id, threads_per_worker, max_frame, child_sock, err_w)
         else:
             full_env = dict(os.environ)
@@ -130,7 +137,7 @@ async def _spawn(
                 AIOTP_PARENT_PID=str(os.getpid()),
             )
             worker._popen = subprocess.Popen(
-                [sys.executable, "-m", "aiotp.workers.host"],
+                interpreter.command("aiotp.workers.host", env),
                 pass_fds=(child_sock.fileno(),),
                 env=full_env,
                 stdin=subprocess.DEVNULL,

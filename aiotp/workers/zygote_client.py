@@ -3,6 +3,7 @@
 One zygote per pool. Fork requests are serialised on its control socket (each takes about a
 millisecond); the pool still starts workers in batches, so their ``setup()`` runs in parallel.
 A zygote that failed to start or died is marked unusable and the pool falls back to plain starts.
+`Zygote.start` returns while the template is still starting (see `take_turn`).
 """
 
 from __future__ import annotations
@@ -15,9 +16,10 @@ import signal
 import socket
 import struct
 import subprocess
-import sys
 
 import msgpack
+
+from aiotp.workers import interpreter
 
 __all__ = ["Zygote"]
 
@@ -26,14 +28,26 @@ _PID = struct.Struct(">i")
 
 
 class Zygote:
-    def __init__(self, adapter: str, ctrl: socket.socket, proc: subprocess.Popen[bytes]) -> None:
+    def __init__(
+        self, adapter: str, ctrl: socket.socket, proc: subprocess.Popen[bytes], timeout: float
+    ) -> None:
         self.adapter = adapter
         self._ctrl = ctrl
         self._proc = proc
         self._lock = asyncio.Lock()
+        #: Not known to be dead: starting, or ready. False once it failed, died or was closed.
         self.usable = True
+        self._direct_taken = False
         self._pidfd: int | None = None
         loop = asyncio.get_running_loop()
+        self._ready: asyncio.Future[bool] = loop.create_future()
+        # The READY byte is read by a plain reader callback, not a task: close() can remove it
+        # synchronously before closing the socket, so no reader outlives its descriptor.
+        ctrl.setblocking(False)
+        loop.add_reader(ctrl.fileno(), self._on_ready_readable)
+        self._ready_timer: asyncio.TimerHandle | None = loop.call_later(
+            timeout, self._not_ready, "did not become ready in time"
+        )
         with contextlib.suppress(OSError):
             self._pidfd = os.pidfd_open(proc.pid)
             loop.add_reader(self._pidfd, self._exited)
@@ -46,7 +60,14 @@ class Zygote:
     async def start(
         cls, adapter: str, env: dict[str, str] | None, timeout: float = 30.0
     ) -> Zygote | None:
-        """A ready zygote for `adapter`, or None when one cannot be had (the caller falls back)."""
+        """A starting zygote for `adapter` (it is ready later: `wait_ready`), or None when its
+        process cannot be started at all (the caller falls back to plain starts).
+
+        It does not wait for the template to be ready, so that the pool can start its first
+        worker afresh meanwhile (`take_turn`). A template that fails to preload (the adapter's
+        module does not import, say) or is not ready within `timeout` is killed and marked
+        unusable; the starts waiting for it fall back to plain starts, which report why.
+        """
         parent, child = socket.socketpair()
         full_env = dict(os.environ)
         full_env.update(env or {})
@@ -57,7 +78,7 @@ class Zygote:
         )
         try:
             proc = subprocess.Popen(
-                [sys.executable, "-m", "aiotp.workers.zygote"],
+                interpreter.command("aiotp.workers.zygote", env),
                 pass_fds=(child.fileno(),),
                 env=full_env,
                 stdin=subprocess.DEVNULL,
@@ -68,26 +89,54 @@ class Zygote:
             return None
         finally:
             child.close()
-        parent.setblocking(False)
-        loop = asyncio.get_running_loop()
+        return cls(adapter, parent, proc, timeout)
+
+    async def wait_ready(self) -> bool:
+        """Wait until the template is ready to fork: True, or False when it never will be."""
+        return await asyncio.shield(self._ready)
+
+    async def take_turn(self) -> bool:
+        """Whether a worker start should fork from this template (True) or start afresh.
+
+        While the template is starting, the first start asking does not wait for it: it starts
+        afresh, in parallel, so that a single worker is ready as soon as a plain start is. The
+        others wait, since a fork from a ready template costs a millisecond and another
+        interpreter tens of them. A template that failed or died sends everyone to plain starts.
+        """
+        if not self._ready.done() and not self._direct_taken:
+            self._direct_taken = True
+            return False
+        return self.usable and await self.wait_ready()
+
+    def _on_ready_readable(self) -> None:
         try:
-            answer = await asyncio.wait_for(loop.sock_recv(parent, 4096), timeout)
-        except (TimeoutError, OSError):
+            answer = self._ctrl.recv(4096)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError:
             answer = b""
-        except asyncio.CancelledError:
-            parent.close()  # a cancelled start leaves no template behind
-            proc.kill()
-            await loop.run_in_executor(None, proc.wait)
-            raise
-        if answer != b"R":
-            if answer.startswith(b"F"):
-                _log.debug("zygote for %s could not preload: %s", adapter, answer[1:].decode())
-            parent.close()
-            with contextlib.suppress(Exception):
-                proc.kill()
-                await asyncio.get_running_loop().run_in_executor(None, proc.wait)
-            return None
-        return cls(adapter, parent, proc)
+        if answer == b"R":
+            self._stop_waiting(True)
+            return
+        if answer.startswith(b"F"):
+            _log.debug("zygote for %s could not preload: %s", self.adapter, answer[1:].decode())
+        self._not_ready("exited before it was ready" if not answer else "could not preload")
+
+    def _not_ready(self, why: str) -> None:
+        _log.debug("zygote for %s: %s", self.adapter, why)
+        self._stop_waiting(False)
+        self.usable = False
+        with contextlib.suppress(Exception):
+            self._proc.kill()  # reaped when its pidfd fires, or by aclose()
+
+    def _stop_waiting(self, ready: bool) -> None:
+        if self._ready.done():
+            return
+        asyncio.get_running_loop().remove_reader(self._ctrl.fileno())
+        if self._ready_timer is not None:
+            self._ready_timer.cancel()
+            self._ready_timer = None
+        self._ready.set_result(ready)
 
     async def fork(
         self, worker_id: str, threads: int, max_frame: int, sock: socket.socket, err_fd: int
@@ -98,6 +147,8 @@ class Zygote:
         answer would be read by the next fork as that fork's pid. So a cancelled fork still
         takes the answer (bounded) and kills the worker it names before re-raising.
         """
+        if not await self.wait_ready():
+            raise OSError(f"zygote for {self.adapter} failed to fork: it never became ready")
         async with self._lock:
             exchange = asyncio.ensure_future(
                 self._exchange(worker_id, threads, max_frame, sock, err_fd)
@@ -137,6 +188,7 @@ class Zygote:
 
     def _exited(self) -> None:
         self.usable = False
+        self._stop_waiting(False)
         if self._pidfd is not None:
             asyncio.get_running_loop().remove_reader(self._pidfd)
             os.close(self._pidfd)
@@ -146,6 +198,7 @@ class Zygote:
     def close(self) -> None:
         """Close the control socket: the zygote exits on EOF (its idle workers die with it)."""
         self.usable = False
+        self._stop_waiting(False)  # before the socket closes: no reader outlives it
         self._ctrl.close()
         with contextlib.suppress(Exception):
             self._proc.terminate()

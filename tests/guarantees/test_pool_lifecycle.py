@@ -131,7 +131,7 @@ async def test_a_failed_fork_leaks_no_descriptor(rt: aiotp.Runtime) -> None:
     from aiotp.workers.zygote_client import Zygote
 
     zygote = await Zygote.start(TOOLS, None)
-    assert zygote is not None
+    assert zygote is not None and await zygote.wait_ready()
     control = zygote._ctrl
     dead_end, peer = socket.socketpair()
     peer.close()
