@@ -338,12 +338,19 @@ class Runtime:
         args: dict[str, Any] | None = None,
         timeout: float | None = 5.0,
         session: str | None = None,
+        *,
+        affinity: str | None = None,
+        retry: Any = None,
     ) -> Coroutine[Any, Any, Any]:
         """Run `tool(**args)` on a worker of `pool` and return its result (aiotp.workers.api).
 
-        A plain method returning the coroutine: one coroutine frame less on the hot path.
+        ``affinity`` ("hint", "strict_queue", "strict_fail_fast") and ``retry`` (an
+        `aiotp.Retry`) override the pool's own for this call. A plain method returning the
+        coroutine: one coroutine frame less on the hot path.
         """
-        coro: Coroutine[Any, Any, Any] = _pools().execute(self, pool, tool, args, timeout, session)
+        coro: Coroutine[Any, Any, Any] = _pools().execute(
+            self, pool, tool, args, timeout, session, affinity=affinity, retry=retry
+        )
         return coro
 
     def stream(
@@ -353,9 +360,13 @@ class Runtime:
         args: dict[str, Any] | None = None,
         timeout: float | None = 5.0,
         session: str | None = None,
+        *,
+        affinity: str | None = None,
     ) -> AsyncIterator[Any]:
         """The items of a generator tool, as an async iterator."""
-        items: AsyncIterator[Any] = _pools().stream(self, pool, tool, args, timeout, session)
+        items: AsyncIterator[Any] = _pools().stream(
+            self, pool, tool, args, timeout, session, affinity=affinity
+        )
         return items
 
     @staticmethod

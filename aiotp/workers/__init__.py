@@ -11,21 +11,25 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from aiotp.workers.adapter import Adapter, adapter_path, load_adapter, tool, tools_of
     from aiotp.workers.config import Heartbeat, PoolConfig
-    from aiotp.workers.dispatcher import PoolStats, WorkerStats
     from aiotp.workers.errors import (
         CheckoutTimeout,
         PoolBusy,
         ProtocolError,
         SerializationError,
+        SessionWorkerLost,
         ToolError,
         UnknownPool,
         UnknownTool,
         UnsupportedPlatform,
+        WorkerBusy,
         WorkerCrashed,
         WorkerStartError,
     )
     from aiotp.workers.heartbeat import HeartbeatTimeout
+    from aiotp.workers.pool_stats import Percentiles, PoolStats, WorkerStats
     from aiotp.workers.pool_tree import pool_spec
+    from aiotp.workers.retry import Retry
+    from aiotp.workers.session_state import WorkerSession
 
 _EXPORTS: dict[str, str] = {
     "Adapter": "aiotp.workers.adapter",
@@ -35,8 +39,13 @@ _EXPORTS: dict[str, str] = {
     "tools_of": "aiotp.workers.adapter",
     "Heartbeat": "aiotp.workers.config",
     "PoolConfig": "aiotp.workers.config",
-    "PoolStats": "aiotp.workers.dispatcher",
-    "WorkerStats": "aiotp.workers.dispatcher",
+    "Percentiles": "aiotp.workers.pool_stats",
+    "PoolStats": "aiotp.workers.pool_stats",
+    "WorkerStats": "aiotp.workers.pool_stats",
+    "Retry": "aiotp.workers.retry",
+    "WorkerSession": "aiotp.workers.session_state",
+    "SessionWorkerLost": "aiotp.workers.errors",
+    "WorkerBusy": "aiotp.workers.errors",
     "CheckoutTimeout": "aiotp.workers.errors",
     "PoolBusy": "aiotp.workers.errors",
     "ProtocolError": "aiotp.workers.errors",
@@ -56,16 +65,21 @@ __all__ = [
     "CheckoutTimeout",
     "Heartbeat",
     "HeartbeatTimeout",
+    "Percentiles",
     "PoolBusy",
     "PoolConfig",
     "PoolStats",
     "ProtocolError",
+    "Retry",
     "SerializationError",
+    "SessionWorkerLost",
     "ToolError",
     "UnknownPool",
     "UnknownTool",
     "UnsupportedPlatform",
+    "WorkerBusy",
     "WorkerCrashed",
+    "WorkerSession",
     "WorkerStartError",
     "WorkerStats",
     "adapter_path",

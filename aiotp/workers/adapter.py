@@ -33,23 +33,78 @@ import importlib
 import inspect
 import threading
 from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import Any, TypeVar, overload
 
-__all__ = ["Adapter", "adapter_path", "load_adapter", "tool", "tools_of"]
+__all__ = [
+    "Adapter",
+    "adapter_path",
+    "load_adapter",
+    "tool",
+    "tool_flags",
+    "tools_of",
+    "wants_session",
+]
 
 F = TypeVar("F", bound=Callable[..., Any])
 _TOOL_MARK = "__aiotp_tool__"
+_IDEMPOTENT_MARK = "__aiotp_idempotent__"
+SESSION_PARAM = "session"
 
 #: Modules documented as unsafe to share between threads without care.
 THREAD_UNSAFE_MODULES = ("pandas", "matplotlib", "sqlite3")
 
 
-def tool(fn: F) -> F:
-    """Mark an adapter method as a tool callable through `rt.execute` / `rt.stream`."""
-    if not callable(fn):
-        raise TypeError(f"@tool needs a function, got {fn!r}")
-    setattr(fn, _TOOL_MARK, True)
-    return fn
+@overload
+def tool(fn: F, /) -> F: ...
+@overload
+def tool(*, idempotent: bool = False) -> Callable[[F], F]: ...
+
+
+def tool(fn: Any = None, /, *, idempotent: bool = False) -> Any:
+    """Mark an adapter method as a tool callable through `rt.execute` / `rt.stream`.
+
+    ``@aiotp.tool`` or ``@aiotp.tool(idempotent=True)``: an idempotent tool may be run again
+    after its worker died holding it (see `aiotp.Retry`); only declare it when running it twice
+    is harmless.
+
+    A tool that declares a keyword-only parameter ``session`` receives the caller's session as
+    an `aiotp.WorkerSession` (its in-worker ``state`` and its ``settings``), or None for a call
+    without ``session=``.
+    """
+
+    def mark(target: F) -> F:
+        if not callable(target):
+            raise TypeError(f"@tool needs a function, got {target!r}")
+        if not isinstance(idempotent, bool):
+            raise TypeError(f"@tool(idempotent=...) takes a bool, got {idempotent!r}")
+        setattr(target, _TOOL_MARK, True)
+        setattr(target, _IDEMPOTENT_MARK, idempotent)
+        return target
+
+    if fn is None:
+        return mark
+    return mark(fn)
+
+
+def wants_session(fn: Any) -> bool:
+    """Whether a tool declares the keyword-only ``session`` parameter."""
+    try:
+        param = inspect.signature(fn).parameters.get(SESSION_PARAM)
+    except (TypeError, ValueError):
+        return False
+    return param is not None and param.kind is inspect.Parameter.KEYWORD_ONLY
+
+
+def tool_flags(cls: type) -> tuple[frozenset[str], frozenset[str]]:
+    """(idempotent tools, tools that take ``session``) of an adapter class."""
+    idempotent, sessioned = set(), set()
+    for name in tools_of(cls):
+        member = getattr(cls, name)
+        if getattr(member, _IDEMPOTENT_MARK, False):
+            idempotent.add(name)
+        if wants_session(member):
+            sessioned.add(name)
+    return frozenset(idempotent), frozenset(sessioned)
 
 
 def _kind(fn: Any) -> str:

@@ -17,20 +17,28 @@ Guarantees of `execute` / `stream`:
 
 from __future__ import annotations
 
+import asyncio
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from typing import TYPE_CHECKING, Any
 
 from aiotp.runtime import telemetry
 from aiotp.runtime.errors import CallTimeout, RuntimeClosed
-from aiotp.workers.errors import UnknownPool
+from aiotp.workers.config import check_affinity, check_retry
+from aiotp.workers.errors import (
+    SerializationError,
+    SessionWorkerLost,
+    UnknownPool,
+    WorkerCrashed,
+)
 from aiotp.workers.ticket import Ticket
 
 if TYPE_CHECKING:
     from aiotp.runtime.ref import ActorRef
     from aiotp.runtime.runtime import Runtime
-    from aiotp.workers.dispatcher import PoolStats
+    from aiotp.workers.dispatcher import PoolStats, WorkerSlot
     from aiotp.workers.pool import Pool
+    from aiotp.workers.retry import Retry
 
 __all__ = ["execute", "pool_stats", "start_pool", "stop_pool", "stream"]
 
@@ -87,14 +95,12 @@ def pool_stats(rt: Runtime, name: str) -> PoolStats:
 
 def _prepare(
     rt: Runtime, pool_name: Any, tool: Any, args: Any, timeout: Any, session: Any
-) -> tuple[Pool, dict[str, Any], str | None]:
-    """Validate a request and find its pool and preferred worker (execute and stream alike)."""
+) -> tuple[Pool, dict[str, Any]]:
+    """Validate a request and find its pool (execute and stream alike)."""
     if args is None:
         args = {}
     _check_request(rt, tool, args, timeout, session)
-    pool = registry(rt).get(pool_name)
-    prefer = pool.affinity_of(session) if session is not None else None
-    return pool, args, prefer
+    return registry(rt).get(pool_name), args
 
 
 def _check_request(rt: Runtime, tool: Any, args: Any, timeout: Any, session: Any) -> None:
@@ -111,8 +117,8 @@ def _check_request(rt: Runtime, tool: Any, args: Any, timeout: Any, session: Any
         not isinstance(timeout, int | float) or isinstance(timeout, bool) or timeout <= 0
     ):
         raise ValueError(f"timeout must be a positive number of seconds or None, got {timeout!r}")
-    if session is not None and not isinstance(session, str):
-        raise TypeError(f"session id must be a string, got {type(session).__name__}: {session!r}")
+    if session is not None and (not isinstance(session, str) or not session):
+        raise TypeError(f"session id must be a non-empty string, got {session!r}")
 
 
 async def execute(
@@ -122,32 +128,85 @@ async def execute(
     args: dict[str, Any] | None = None,
     timeout: float | None = DEFAULT_TIMEOUT,
     session: str | None = None,
+    *,
+    affinity: str | None = None,
+    retry: Retry | None = None,
 ) -> Any:
-    pool, args, prefer = _prepare(rt, pool_name, tool, args, timeout, session)
+    pool, args = _prepare(rt, pool_name, tool, args, timeout, session)
+    mode = pool.config.affinity if affinity is None else check_affinity(affinity)
+    policy = pool.config.retry if retry is None else check_retry(retry)
     loop = rt.loop
     started = loop.time()
-    slot = await pool.dispatcher.checkout(prefer, timeout)
-    while slot.handle.closed.done():
-        # Handed a worker that died before our request was sent: nothing ran, so the death
-        # is not ours to report. Give the slot back and take the next free worker.
-        pool.dispatcher.checkin(slot)
-        left = None if timeout is None else timeout - (loop.time() - started)
-        if left is not None and left <= 0:
-            raise CallTimeout(f"pool {pool.name!r}: no live worker for {tool!r} in time")
-        slot = await pool.dispatcher.checkout(None, left)
+    delays: Iterator[float] | None = None
+    while True:
+        try:
+            return await _attempt(pool, tool, args, timeout, started, session, mode)
+        except WorkerCrashed as exc:
+            left = None if timeout is None else timeout - (loop.time() - started)
+            if not exc.delivered:
+                # Nothing reached a worker: always safe to send again, never a crash to report.
+                if left is not None and left <= 0:
+                    raise CallTimeout(
+                        f"pool {pool.name!r}: no live worker took {tool!r} in time"
+                    ) from exc
+                continue
+            if policy is None or tool not in pool.idempotent or isinstance(exc, SessionWorkerLost):
+                raise
+            if delays is None:
+                delays = policy.delays()
+            delay = next(delays, None)
+            if delay is None or (left is not None and delay >= left):
+                raise
+            pool.dispatcher.retries += 1
+            if telemetry._handlers:
+                telemetry.execute(
+                    ("aiotp", "pool", "execute", "retry"),
+                    {"delay": delay},
+                    {"pool": pool.name, "tool": tool, "worker_id": exc.worker_id},
+                )
+            await asyncio.sleep(delay)
+
+
+async def _checkout(
+    pool: Pool, session: str | None, mode: str, timeout: float | None
+) -> tuple[WorkerSlot, list[Any] | None]:
+    if session is None:
+        return await pool.dispatcher.checkout(timeout), None
+    return await pool.router.checkout(session, mode, timeout)
+
+
+async def _attempt(
+    pool: Pool,
+    tool: str,
+    args: dict[str, Any],
+    timeout: float | None,
+    started: float,
+    session: str | None,
+    mode: str,
+) -> Any:
+    """One try of a request: a worker, the request, the books."""
+    loop = pool.rt.loop
+    left = None if timeout is None else timeout - (loop.time() - started)
+    if left is not None and left <= 0:
+        raise CallTimeout(f"pool {pool.name!r}: no time left to run {tool!r}")
+    slot, context = await _checkout(pool, session, mode, left)
     observed = bool(telemetry._handlers)
     if observed:
         meta = {"pool": pool.name, "tool": tool, "worker_id": slot.worker_id}
         telemetry.execute(("aiotp", "pool", "execute", "start"), {"system_time": time.time()}, meta)
-    ok = False
+    outcome = "error"
     ticket = Ticket()
+    sent = loop.time()
     try:
-        remaining = None if timeout is None else timeout - (loop.time() - started)
+        remaining = None if timeout is None else timeout - (sent - started)
         if remaining is not None and remaining <= 0:
             ticket.end()  # nothing was sent
             raise CallTimeout(f"pool {pool.name!r}: no time left to run {tool!r} after checkout")
-        result = await slot.handle.request(tool, args, remaining, ticket)
-        ok = True
+        if context is None:
+            result = await slot.handle.request(tool, args, remaining, ticket)
+        else:
+            result = await slot.handle.request(tool, args, remaining, ticket, context)
+        outcome = "ok"
     except BaseException as exc:
         if observed:
             telemetry.execute(
@@ -155,16 +214,36 @@ async def execute(
                 {"duration": loop.time() - started},
                 {**meta, "kind": type(exc).__name__, "error": exc},
             )
+        if isinstance(exc, asyncio.CancelledError):
+            outcome = "cancelled"
+        elif session is not None:
+            failure = _session_failure(pool, session, mode, slot, exc)
+            if failure is not None:
+                raise failure from exc
         raise
     finally:
-        pool.release(slot, ticket, ok)
-    if session is not None:
-        pool.record_affinity(session, slot.worker_id)
+        pool.dispatcher.latency.record(loop.time() - sent)
+        pool.release(slot, ticket, outcome)
+        if session is not None and mode == "hint":
+            pool.router.served(session, slot)
     if observed:
         telemetry.execute(
             ("aiotp", "pool", "execute", "stop"), {"duration": loop.time() - started}, meta
         )
     return result
+
+
+def _session_failure(
+    pool: Pool, session: str, mode: str, slot: WorkerSlot, exc: BaseException
+) -> BaseException | None:
+    """What a session request's failure becomes: None to raise it as it is."""
+    undelivered = isinstance(exc, WorkerCrashed) and not exc.delivered
+    if undelivered or isinstance(exc, SerializationError):
+        slot.settings_sent.pop(session, None)  # the worker never got this request's settings
+        return None
+    if mode != "hint" and isinstance(exc, WorkerCrashed) and not isinstance(exc, SessionWorkerLost):
+        return pool.router.crashed(session, slot, exc)
+    return None
 
 
 async def stream(
@@ -174,25 +253,42 @@ async def stream(
     args: dict[str, Any] | None = None,
     timeout: float | None = DEFAULT_TIMEOUT,
     session: str | None = None,
+    *,
+    affinity: str | None = None,
 ) -> AsyncIterator[Any]:
     """Items of a generator tool as they come. ``timeout`` bounds the wait for each item.
 
     Leaving the ``async for`` early (break, exception, cancellation) tells the worker to stop
-    the generator; the worker's slot stays busy until it has (as for `execute`).
+    the generator; the worker's slot stays busy until it has (as for `execute`), and the
+    request counts as cancelled, not as an error. Streams are never retried: items may already
+    have reached the caller.
     """
-    pool, args, prefer = _prepare(rt, pool_name, tool, args, timeout, session)
-    slot = await pool.dispatcher.checkout(prefer, timeout)
-    ok = False
+    pool, args = _prepare(rt, pool_name, tool, args, timeout, session)
+    mode = pool.config.affinity if affinity is None else check_affinity(affinity)
+    slot, context = await _checkout(pool, session, mode, timeout)
+    outcome = "error"
     ticket = Ticket()
     try:
-        agen = slot.handle.stream(tool, args, timeout, ticket)
+        if context is None:
+            agen = slot.handle.stream(tool, args, timeout, ticket)
+        else:
+            agen = slot.handle.stream(tool, args, timeout, ticket, context)
         try:
             async for item in agen:
                 yield item
+        except (GeneratorExit, asyncio.CancelledError):
+            outcome = "cancelled"  # the consumer left early
+            raise
         finally:
             await agen.aclose()
-        ok = True
+        outcome = "ok"
+    except BaseException as exc:
+        if session is not None and outcome == "error":
+            failure = _session_failure(pool, session, mode, slot, exc)
+            if failure is not None:
+                raise failure from exc
+        raise
     finally:
-        pool.release(slot, ticket, ok)
-    if session is not None:
-        pool.record_affinity(session, slot.worker_id)
+        pool.release(slot, ticket, outcome)
+        if session is not None and mode == "hint":
+            pool.router.served(session, slot)

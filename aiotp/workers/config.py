@@ -28,6 +28,15 @@ Defaults and why:
   still running ``cancel_grace`` seconds later is an overrun: ``"recycle"`` starts a
   replacement and kills the worker (as Snakepit and gunicorn kill a worker that overruns its
   timeout: a sync tool cannot be interrupted otherwise); ``"wait"`` lets it finish.
+- ``affinity="hint"``: a session's requests prefer the worker it is pinned to, and go elsewhere
+  when that worker is busy or gone (nothing waits for a particular worker). ``"strict_queue"``
+  waits for the session's own worker (bounded by ``checkout_timeout``) and ``"strict_fail_fast"``
+  raises `WorkerBusy` at once when it is busy: the modes for tools that keep per-session state
+  in the worker. Also settable per call.
+- ``retry=None``: no retries. An `aiotp.Retry` retries idempotent tools after `WorkerCrashed`
+  (see retry.py); a request that never reached a worker is dispatched again regardless.
+- ``max_requests=None``: when set, a bound: a worker starts at most that many requests; its
+  replacement is started once it has started 80% of them, so capacity does not dip.
 - ``max_restarts=None`` (10 per worker) in ``max_seconds=5.0``: pools expect a worker to die now
   and then (OOM, a segfaulting library, a kill by the heartbeat), so their intensity is higher
   than a supervisor's default of 3; a pool whose workers crash faster still escalates.
@@ -44,6 +53,24 @@ __all__ = ["Heartbeat", "PoolConfig"]
 
 PROFILES = ("thread", "process")
 OVERRUN_POLICIES = ("recycle", "wait")
+AFFINITY_MODES = ("hint", "strict_queue", "strict_fail_fast")
+
+
+def check_affinity(value: Any) -> str:
+    """The affinity mode, or a ValueError naming the modes (pool option and per call)."""
+    if value not in AFFINITY_MODES:
+        raise ValueError(f"affinity must be one of {AFFINITY_MODES}, got {value!r}")
+    return str(value)
+
+
+def check_retry(value: Any) -> Any:
+    from aiotp.workers.retry import Retry
+
+    if value is not None and not isinstance(value, Retry):
+        raise TypeError(f"retry must be an aiotp.Retry or None, got {value!r}")
+    return value
+
+
 
 
 def _positive(name: str) -> Any:
@@ -101,6 +128,17 @@ class PoolConfig:
     preload: bool = attrs.field(default=True)
     cancel_grace: float = attrs.field(default=2.0, validator=_positive("cancel_grace"))
     overrun: str = attrs.field(default="recycle")
+    affinity: str = attrs.field(default="hint")
+    retry: Any = attrs.field(default=None)
+
+    @affinity.validator
+    def _check_affinity(self, _attr: Any, value: Any) -> None:
+        check_affinity(value)
+
+    @retry.validator
+    def _check_retry(self, _attr: Any, value: Any) -> None:
+        check_retry(value)
+
 
     @overrun.validator
     def _check_overrun(self, _attr: Any, value: Any) -> None:

@@ -7,13 +7,20 @@ microseconds), and the caller awaits its worker's reply itself. The pool's actor
 workers, heartbeats) own the lifecycle of this state; the hot path never goes through them.
 
 Rules:
-- A request goes to the least-loaded live worker with free capacity. With ``session=``, the
-  session's last worker is preferred while it is alive and has room (affinity is a preference,
-  not a wait: a busy or dead worker never holds a session's request hostage).
+- A request goes to the least-loaded live worker with free capacity. Choosing it costs the same
+  for 4 workers as for 250: workers with room are kept in buckets by load, and a checkout takes
+  one from the lowest non-empty bucket (O(capacity per worker), not O(workers)).
+- A new session is placed on the worker with the fewest pinned sessions, then the least loaded
+  (`place`, the same kind of index keyed by (pins, load), kept only once a pool sees sessions).
 - When every worker is busy the caller waits in one FIFO queue, bounded by ``max_queue``
-  (`PoolBusy` at once past it) and by ``checkout_timeout`` (`CheckoutTimeout`). A freed worker is
-  handed straight to the first waiter, so nobody is overtaken by a newcomer.
+  (`PoolBusy` at once past it) and by ``checkout_timeout`` (`CheckoutTimeout`). A request that
+  must have one particular worker (strict affinity) waits in that worker's own queue, which is
+  served first when the worker frees up; those waiters count against ``max_queue`` too, and
+  fail with `SessionWorkerLost` at once when the worker dies or is retired. A freed worker is
+  handed straight to a waiter, so nobody is overtaken by a newcomer.
 - A worker being recycled (``draining``) takes no new work; its replacement starts first.
+  With ``max_requests``, a worker that has started that many requests takes no more (the bound
+  is exact), and its replacement is asked for at 80% of it.
 """
 
 from __future__ import annotations
@@ -21,15 +28,20 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
+import math
 import time
+from collections.abc import Callable
 from typing import Any
 
-import attrs
-
 from aiotp.runtime import telemetry
-from aiotp.workers.errors import CheckoutTimeout, PoolBusy
+from aiotp.workers.errors import CheckoutTimeout, PoolBusy, SessionWorkerLost, WorkerBusy
+from aiotp.workers.pool_stats import Histogram, PoolStats, WorkerStats
 
 __all__ = ["Dispatcher", "PoolStats", "WorkerSlot", "WorkerStats"]
+
+Waiter = asyncio.Future["WorkerSlot"]
+#: How far into its ``max_requests`` a worker is when its replacement is asked for.
+RENEW_AT = 0.8
 
 
 class WorkerSlot:
@@ -39,15 +51,23 @@ class WorkerSlot:
         "capacity",
         "draining",
         "errors",
+        "exhausted",
         "handle",
         "in_flight",
         "index",
+        "key",
+        "level",
+        "member",
         "orphans",
         "overrun",
         "recycling",
         "ref",
         "requests",
+        "sessions",
+        "settings_sent",
+        "started",
         "started_at",
+        "waiters",
         "worker_id",
     )
 
@@ -60,77 +80,166 @@ class WorkerSlot:
         depth = pipeline if getattr(handle, "pid", None) is not None else 1
         self.capacity: int = max(1, int(handle.capacity)) * depth
         self.in_flight = 0
-        self.requests = 0
+        self.started = 0  # requests handed to it (max_requests bounds this)
+        self.requests = 0  # requests finished
         self.errors = 0
+        self.member = False  # in the dispatcher (between add and remove)
         self.draining = False  # takes no new work; stops when idle
+        self.exhausted = False  # started max_requests requests: takes no new work
         self.recycling = False  # a replacement is being started; still serving meanwhile
         # Requests whose caller left while the worker still runs them (counted in in_flight).
         self.orphans = 0
         self.overrun = False  # a tool overran its caller past cancel_grace: retire by kill
         self.started_at = time.monotonic()
+        self.sessions: set[str] = set()  # sessions pinned to it
+        self.settings_sent: dict[str, Any] = {}  # session -> settings the worker holds
+        self.waiters: collections.deque[tuple[Waiter, str]] = collections.deque()
+        self.level = -1  # its bucket in Dispatcher._free, -1 when in none
+        self.key: tuple[int, int] | None = None  # its bucket in Dispatcher._place
 
     def __repr__(self) -> str:
         state = "draining" if self.draining else "live"
         return f"<WorkerSlot {self.worker_id} {state} {self.in_flight}/{self.capacity}>"
 
 
-@attrs.frozen
-class WorkerStats:
-    worker_id: str
-    index: int
-    pid: int | None
-    busy: int
-    capacity: int
-    requests: int
-    errors: int
-    restarts: int
-    draining: bool
-
-
-@attrs.frozen
-class PoolStats:
-    """`rt.pool_stats(name)`: a snapshot, safe to keep."""
-
-    name: str
-    profile: str
-    size: int
-    live: int
-    busy: int
-    queued: int
-    capacity: int
-    requests: int
-    errors: int
-    restarts: int
-    recycled: int
-    abandoned_threads: int
-    workers: tuple[WorkerStats, ...]
-
-
 class Dispatcher:
-    def __init__(self, name: str, max_queue: int, checkout_timeout: float) -> None:
+    def __init__(
+        self,
+        name: str,
+        max_queue: int,
+        checkout_timeout: float,
+        max_requests: int | None = None,
+    ) -> None:
         self.name = name
         self.max_queue = max_queue
         self.checkout_timeout = checkout_timeout
+        self.max_requests = max_requests
+        self._renew_at = (
+            None if max_requests is None else max(1, math.ceil(max_requests * RENEW_AT))
+        )
         self.slots: list[WorkerSlot] = []
         self._by_id: dict[str, WorkerSlot] = {}
-        self._waiters: collections.deque[asyncio.Future[WorkerSlot]] = collections.deque()
+        self._waiters: collections.deque[Waiter] = collections.deque()
+        self._pinned_waiting = 0  # waiters in the workers' own queues
+        # Accepting workers with room, by load: _free[n] holds those running n requests.
+        self._free: list[dict[WorkerSlot, None]] = []
+        # Once sessions are seen: accepting workers by (pins, load), and how many per pins.
+        self._placing = False
+        self._place: dict[tuple[int, int], dict[WorkerSlot, None]] = {}
+        self._pin_counts: dict[int, int] = {}
+        self._min_pins = 0
+        self._max_capacity = 1
+        # Hooks set by the pool: a worker is worn (recycle it), a worker's pins are lost.
+        self.on_wear: Callable[[WorkerSlot], None] | None = None
+        self.on_gone: Callable[[WorkerSlot], None] | None = None
         self.requests = 0
         self.errors = 0
+        self.cancelled = 0
+        self.queue_timeouts = 0
+        self.saturated = 0
+        self.retries = 0
+        self.queue_wait = Histogram()
+        self.latency = Histogram()
         self.restarts: collections.Counter[int] = collections.Counter()
         self.recycled = 0
         self.closed = False
 
-    # -- membership (called by worker actors) -------------------------------------------
+    # -- the indexes ------------------------------------------------------------------------
+    def accepting(self, slot: WorkerSlot) -> bool:
+        """Whether `slot` may be given new work (alive, in the pool, not retiring)."""
+        return (
+            slot.member
+            and not slot.draining
+            and not slot.exhausted
+            and not slot.handle.closed.done()
+        )
+
+    def _reindex(self, slot: WorkerSlot) -> None:
+        """Put `slot` in the buckets its load and pins call for (or in none)."""
+        if slot.level >= 0:
+            del self._free[slot.level][slot]
+            slot.level = -1
+        if slot.key is not None:
+            self._unplace(slot)
+        if not self.accepting(slot):
+            return
+        load = slot.in_flight
+        if load < slot.capacity:
+            free = self._free
+            while len(free) <= load:
+                free.append({})
+            free[load][slot] = None
+            slot.level = load
+        if self._placing:
+            self._put_placed(slot)
+
+    def _put_placed(self, slot: WorkerSlot) -> None:
+        pins = len(slot.sessions)
+        key = (pins, min(slot.in_flight, slot.capacity))
+        bucket = self._place.get(key)
+        if bucket is None:
+            bucket = self._place[key] = {}
+        bucket[slot] = None
+        slot.key = key
+        self._pin_counts[pins] = self._pin_counts.get(pins, 0) + 1
+        if pins < self._min_pins:
+            self._min_pins = pins
+
+    def _unplace(self, slot: WorkerSlot) -> None:
+        key = slot.key
+        assert key is not None
+        bucket = self._place[key]
+        del bucket[slot]
+        if not bucket:
+            del self._place[key]
+        left = self._pin_counts[key[0]] - 1
+        if left:
+            self._pin_counts[key[0]] = left
+        else:
+            del self._pin_counts[key[0]]
+        slot.key = None
+
+    # -- membership (called by worker actors and the pool) -------------------------------
     def add(self, slot: WorkerSlot) -> None:
+        slot.member = True
         self.slots.append(slot)
         self._by_id[slot.worker_id] = slot
-        for _ in range(slot.capacity):
-            if not self._hand_over(slot):
-                break
+        self._max_capacity = max(self._max_capacity, slot.capacity)
+        self._reindex(slot)
+        while slot.in_flight < slot.capacity and self._hand_over(slot):
+            pass
 
     def remove(self, slot: WorkerSlot) -> None:
         if self._by_id.pop(slot.worker_id, None) is not None:
             self.slots.remove(slot)
+            slot.member = False
+            self._reindex(slot)
+            self._lose_pins(slot, "died")
+
+    def drain(self, slot: WorkerSlot) -> None:
+        """`slot` takes no new work from now on (it is being replaced or retired)."""
+        if slot.draining:
+            return
+        slot.draining = True
+        self._reindex(slot)
+        self._lose_pins(slot, "was retired")
+
+    def _lose_pins(self, slot: WorkerSlot, how: str) -> None:
+        """The worker is gone for its sessions: their waiters fail now, their pins go."""
+        while slot.waiters:
+            fut, session = slot.waiters.popleft()
+            self._pinned_waiting -= 1
+            if not fut.done():
+                fut.set_exception(
+                    SessionWorkerLost(
+                        f"pool {self.name!r}: worker {slot.worker_id}, which holds session "
+                        f"{session!r}, {how}; its state for the session is gone",
+                        session,
+                        slot.worker_id,
+                    )
+                )
+        if self.on_gone is not None and slot.sessions:
+            self.on_gone(slot)
 
     def get(self, worker_id: str | None) -> WorkerSlot | None:
         return self._by_id.get(worker_id) if worker_id is not None else None
@@ -142,96 +251,205 @@ class Dispatcher:
             fut = self._waiters.popleft()
             if not fut.done():
                 fut.set_exception(exc)
+        for slot in self.slots:
+            while slot.waiters:
+                fut, _session = slot.waiters.popleft()
+                self._pinned_waiting -= 1
+                if not fut.done():
+                    fut.set_exception(exc)
+
+    # -- sessions: pins and placement ---------------------------------------------------------
+    def pin(self, slot: WorkerSlot, session: str) -> None:
+        slot.sessions.add(session)
+        if slot.key is not None:
+            self._unplace(slot)
+            self._put_placed(slot)
+
+    def unpin(self, slot: WorkerSlot, session: str) -> None:
+        slot.sessions.discard(session)
+        slot.settings_sent.pop(session, None)
+        if slot.key is not None:
+            self._unplace(slot)
+            self._put_placed(slot)
+
+    def place(self) -> WorkerSlot | None:
+        """The worker a new session should be pinned to: fewest pins, then least loaded."""
+        if not self._placing:
+            self._placing = True
+            for slot in self.slots:
+                self._reindex(slot)
+        counts = self._pin_counts
+        for _ in range(len(self.slots) + 1):  # each round drops a worker that just died
+            if not counts:
+                return None
+            if self._min_pins not in counts:
+                self._min_pins = min(counts)  # O(distinct pin counts), rarely taken
+            pins = self._min_pins
+            for load in range(self._max_capacity + 1):
+                bucket = self._place.get((pins, load))
+                while bucket:
+                    slot = next(iter(bucket))
+                    if not slot.handle.closed.done():
+                        return slot
+                    self._reindex(slot)  # died a moment ago: out of every bucket
+        return None
 
     # -- checkout / checkin (the hot path) ------------------------------------------------
-    def checkout_nowait(self, prefer: str | None = None) -> WorkerSlot | None:
-        if prefer is not None:
-            slot = self._by_id.get(prefer)
-            if (
-                slot is not None
-                and not slot.draining
-                and slot.in_flight < slot.capacity
-                and not slot.handle.closed.done()
-            ):
-                slot.in_flight += 1
-                return slot
-        best: WorkerSlot | None = None
-        best_load = 2.0
-        for slot in self.slots:
-            if slot.draining or slot.in_flight >= slot.capacity or slot.handle.closed.done():
-                continue  # a dead worker leaves as soon as its actor hears of it
-            load = slot.in_flight / slot.capacity
-            if load < best_load:
-                best, best_load = slot, load
-                if load == 0.0:
-                    break
-        if best is not None:
-            best.in_flight += 1
-        return best
+    def _take(self, slot: WorkerSlot) -> None:
+        slot.in_flight += 1
+        slot.started += 1
+        if self._renew_at is not None and slot.started >= self._renew_at:
+            assert self.max_requests is not None
+            if slot.started >= self.max_requests:
+                slot.exhausted = True  # the bound: not one request more
+            if self.on_wear is not None:
+                self.on_wear(slot)  # start its replacement (once)
+        self._reindex(slot)
 
-    async def checkout(self, prefer: str | None, timeout: float | None) -> WorkerSlot:
-        slot = self.checkout_nowait(prefer)
+    def checkout_nowait(self) -> WorkerSlot | None:
+        """The least-loaded accepting worker with room, taken; None when all are busy."""
+        for bucket in self._free:
+            while bucket:
+                slot, _ = bucket.popitem()
+                slot.level = -1
+                if slot.handle.closed.done():
+                    self._reindex(slot)  # died a moment ago: drop it from the buckets
+                    continue
+                self._take(slot)
+                return slot
+        return None
+
+    def has_room(self, slot: WorkerSlot) -> bool:
+        return slot.level >= 0 and not slot.handle.closed.done()
+
+    def take(self, slot: WorkerSlot) -> None:
+        """Take `slot`, which `has_room`."""
+        del self._free[slot.level][slot]
+        slot.level = -1
+        self._take(slot)
+
+    async def checkout(self, timeout: float | None) -> WorkerSlot:
+        slot = self.checkout_nowait()
         if slot is not None:
+            self.queue_wait.counts[0] += 1  # no wait: the first bucket, without a bisect
+            self.queue_wait.total += 1
             return slot
+        fut = self._enqueue(None)
+        self._waiters.append(fut)
+        return await self._wait(fut, timeout, None)
+
+    async def checkout_on(
+        self, slot: WorkerSlot, session: str, timeout: float | None, wait: bool
+    ) -> WorkerSlot:
+        """`slot` itself (a session pinned to it): at once, in its own queue, or `WorkerBusy`."""
+        if self.has_room(slot):
+            self.take(slot)
+            self.queue_wait.counts[0] += 1
+            self.queue_wait.total += 1
+            return slot
+        if not wait:
+            self.saturated += 1
+            raise WorkerBusy(
+                f"pool {self.name!r}: worker {slot.worker_id}, which holds session "
+                f"{session!r}, is busy ({slot.in_flight}/{slot.capacity}) and the pool's "
+                "affinity is strict_fail_fast",
+                session,
+                slot.worker_id,
+            )
+        fut = self._enqueue(slot.worker_id)
+        slot.waiters.append((fut, session))
+        self._pinned_waiting += 1
+        return await self._wait(fut, timeout, slot)
+
+    def _enqueue(self, worker: str | None) -> Waiter:
+        self.saturated += 1
         if self.closed:
             raise PoolBusy(f"pool {self.name!r} is stopping")
-        if len(self._waiters) >= self.max_queue:
+        queued = len(self._waiters) + self._pinned_waiting
+        if queued >= self.max_queue:
+            whom = "every worker is busy" if worker is None else f"worker {worker} is busy"
             raise PoolBusy(
-                f"pool {self.name!r}: every worker is busy and {len(self._waiters)} callers "
-                f"already wait (max_queue={self.max_queue})"
+                f"pool {self.name!r}: {whom} and {queued} callers already wait "
+                f"(max_queue={self.max_queue})"
             )
-        wait = self.checkout_timeout if timeout is None else min(timeout, self.checkout_timeout)
-        loop = asyncio.get_running_loop()
-        fut: asyncio.Future[WorkerSlot] = loop.create_future()
-        self._waiters.append(fut)
         if telemetry._handlers:
             telemetry.execute(
-                ("aiotp", "pool", "queue"), {"length": len(self._waiters)}, {"pool": self.name}
+                ("aiotp", "pool", "queue"), {"length": queued + 1}, {"pool": self.name}
             )
+        return asyncio.get_running_loop().create_future()
+
+    async def _wait(
+        self, fut: Waiter, timeout: float | None, slot: WorkerSlot | None
+    ) -> WorkerSlot:
+        loop = asyncio.get_running_loop()
+        wait = self.checkout_timeout if timeout is None else min(timeout, self.checkout_timeout)
         # The timeout settles the future itself (no wait_for): a worker handed over and a
         # timeout can then never both happen, and a handed-over worker is never lost.
-        timer = loop.call_later(wait, self._expire, fut, wait)
+        timer = loop.call_later(wait, self._expire, fut, wait, slot)
+        queued_at = loop.time()
         try:
-            return await fut
+            got = await fut
         except BaseException:
             if fut.done() and not fut.cancelled() and fut.exception() is None:
                 self.checkin(fut.result())  # handed to us as we were cancelled: pass it on
             elif fut.cancelled():
-                with contextlib.suppress(ValueError):
-                    self._waiters.remove(fut)
+                self._forget(fut, slot)
             raise
         finally:
             timer.cancel()
+        self.queue_wait.record(loop.time() - queued_at)
+        return got
 
-    def _expire(self, fut: asyncio.Future[WorkerSlot], wait: float) -> None:
+    def _forget(self, fut: Waiter, slot: WorkerSlot | None) -> None:
+        if slot is None:
+            with contextlib.suppress(ValueError):
+                self._waiters.remove(fut)
+            return
+        for entry in slot.waiters:
+            if entry[0] is fut:
+                slot.waiters.remove(entry)
+                self._pinned_waiting -= 1
+                return
+
+    def _expire(self, fut: Waiter, wait: float, slot: WorkerSlot | None) -> None:
         if fut.done():
             return
-        with contextlib.suppress(ValueError):
-            self._waiters.remove(fut)
+        self._forget(fut, slot)
+        self.queue_timeouts += 1
+        whom = f"{len(self.slots)} workers, all busy" if slot is None else f"{slot.worker_id}"
         fut.set_exception(
-            CheckoutTimeout(
-                f"pool {self.name!r}: no worker freed up within {wait} s "
-                f"({len(self.slots)} workers, all busy)"
-            )
+            CheckoutTimeout(f"pool {self.name!r}: no worker freed up within {wait} s ({whom})")
         )
 
     def checkin(self, slot: WorkerSlot) -> None:
         slot.in_flight -= 1
-        if slot.draining:
-            if slot.in_flight == slot.orphans and slot.ref is not None:
-                slot.ref.send("drained")  # its actor may now stop it
-        elif slot.worker_id in self._by_id and not slot.handle.closed.done():
+        if self.accepting(slot):
             # A dead worker's slot is never handed on, even before its actor removed it: the
             # waiter would be failed by a death that happened before its request was sent.
-            self._hand_over(slot)
+            if (slot.waiters or self._waiters) and self._hand_over(slot):
+                return
+            self._reindex(slot)
+            return
+        self._reindex(slot)
+        if slot.draining and slot.in_flight == slot.orphans and slot.ref is not None:
+            slot.ref.send("drained")  # its actor may now stop it
 
     def _hand_over(self, slot: WorkerSlot) -> bool:
-        """Give `slot`'s free capacity to the first live waiter; False if nobody waits."""
+        """Give one unit of `slot`'s capacity to the first live waiter that may have it: its
+        own (pinned) waiters first, then the pool's queue. False if nobody waits."""
+        own = slot.waiters
+        while own:
+            fut, _session = own.popleft()
+            self._pinned_waiting -= 1
+            if not fut.done():
+                self._take(slot)
+                fut.set_result(slot)
+                return True
         while self._waiters:
             fut = self._waiters.popleft()
             if fut.done():  # its caller gave up (cancelled)
                 continue
-            slot.in_flight += 1
+            self._take(slot)
             fut.set_result(slot)
             return True
         return False
@@ -239,9 +457,10 @@ class Dispatcher:
     # -- introspection ---------------------------------------------------------------------
     @property
     def queued(self) -> int:
-        return sum(1 for f in self._waiters if not f.done())
+        general = sum(1 for f in self._waiters if not f.done())
+        return general + sum(1 for s in self.slots for f, _ in s.waiters if not f.done())
 
-    def stats(self, profile: str, size: int, abandoned_threads: int) -> PoolStats:
+    def stats(self, profile: str, size: int, abandoned_threads: int, affinity: str) -> PoolStats:
         workers = tuple(
             WorkerStats(
                 worker_id=s.worker_id,
@@ -253,6 +472,8 @@ class Dispatcher:
                 errors=s.errors,
                 restarts=self.restarts[s.index],
                 draining=s.draining,
+                pinned_sessions=len(s.sessions),
+                started=s.started,
             )
             for s in self.slots
         )
@@ -270,4 +491,12 @@ class Dispatcher:
             recycled=self.recycled,
             abandoned_threads=abandoned_threads,
             workers=workers,
+            cancelled=self.cancelled,
+            queue_timeouts=self.queue_timeouts,
+            saturated=self.saturated,
+            retries=self.retries,
+            queue_wait=self.queue_wait.summary(),
+            latency=self.latency.summary(),
+            affinity=affinity,
+            pinned_sessions=sum(len(s.sessions) for s in self.slots if not s.draining),
         )

@@ -6,7 +6,9 @@
 | `UnknownTool` | the caller | nothing ran; the message lists the tools that exist |
 | `SerializationError` | the caller (or a tool's result) | nothing was sent / the result was lost |
 | `WorkerCrashed` | the worker died holding your request | it may or may not have run |
+| `SessionWorkerLost` | its pinned worker died or was retired | the session's state is gone |
 | `PoolBusy` | load: the queue is full | nothing ran; try later |
+| `WorkerBusy` | load: the session's worker is busy | nothing ran (strict_fail_fast) |
 | `CheckoutTimeout` | load: no worker freed in time | nothing ran |
 | `UnknownPool` | the caller | no pool by that name is running |
 | `WorkerStartError` | the adapter or its environment | the worker never served |
@@ -25,22 +27,47 @@ __all__ = [
     "PoolBusy",
     "ProtocolError",
     "SerializationError",
+    "SessionWorkerLost",
     "ToolError",
     "UnknownPool",
     "UnknownTool",
     "UnsupportedPlatform",
+    "WorkerBusy",
     "WorkerCrashed",
     "WorkerStartError",
 ]
 
 
 class WorkerCrashed(AiotpError):
-    """The worker serving your request died (or was retired) before answering."""
+    """The worker serving your request died (or was retired) before answering.
 
-    def __init__(self, message: str, worker_id: str | None = None, reason: Any = None) -> None:
+    ``delivered`` is False when the request provably never reached the worker (it was gone
+    before a byte was sent): such a request is always dispatched again, and a caller never
+    sees it as `WorkerCrashed`.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        worker_id: str | None = None,
+        reason: Any = None,
+        *,
+        delivered: bool = True,
+    ) -> None:
         super().__init__(message)
         self.worker_id = worker_id
         self.reason = reason
+        self.delivered = delivered
+
+
+class SessionWorkerLost(WorkerCrashed):
+    """The worker a session is pinned to (strict affinity) died or was recycled: whatever
+    state it held for the session is gone. The session is unpinned; its next call is placed
+    on a live worker. Each session learns of a lost worker once."""
+
+    def __init__(self, message: str, session_id: str, worker_id: str | None = None) -> None:
+        super().__init__(message, worker_id, "session worker lost")
+        self.session_id = session_id
 
 
 class ToolError(AiotpError):
@@ -72,6 +99,15 @@ class SerializationError(AiotpError, TypeError):
 
 class PoolBusy(AiotpError):
     """Every worker is busy and the pool's queue is full (or the pool is stopping)."""
+
+
+class WorkerBusy(PoolBusy):
+    """``affinity="strict_fail_fast"``: the session's worker is busy; nothing was queued."""
+
+    def __init__(self, message: str, session_id: str, worker_id: str) -> None:
+        super().__init__(message)
+        self.session_id = session_id
+        self.worker_id = worker_id
 
 
 class CheckoutTimeout(AiotpError, TimeoutError):

@@ -151,6 +151,8 @@ class _Host:
             self.cancel(frame[1])
         elif kind == p.CREDIT:
             self.streams.credit(frame[1], frame[2])
+        elif kind == p.DROP:
+            self.box.sessions.drop(frame[2])
         elif kind == p.STOP:
             self.stop(out)
 
@@ -204,6 +206,8 @@ class _Host:
         try:
             fn, kind = self.box.lookup(frame[2])
             args = frame[3]
+            if len(frame) > 5 or self.box.sessioned:
+                args = self.box.bind(frame[2], args, frame[4:6] if len(frame) > 5 else None)
             if kind == "sync":  # the common case first, with the fewest steps
                 out.append(self.encode([p.REPLY, rid, fn(**args)]))
                 return
@@ -284,7 +288,7 @@ def serve(sock: socket.socket, adapter: str, threads: int, max_frame: int, worke
     threads = threads if cls.thread_safe else 1
     global current_socket
     current_socket = sock
-    sock.sendall(p.pack([p.READY, 0, os.getpid(), box.names, threads]))
+    sock.sendall(p.pack([p.READY, 0, os.getpid(), box.names, threads, sorted(box.idempotent)]))
     host = _Host(sock, box, threads, max_frame)
     host.run()
 

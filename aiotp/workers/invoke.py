@@ -10,7 +10,8 @@ from __future__ import annotations
 import traceback
 from typing import Any
 
-from aiotp.workers.adapter import Adapter, tools_of
+from aiotp.workers.adapter import SESSION_PARAM, Adapter, tool_flags, tools_of
+from aiotp.workers.session_state import SessionStates
 
 __all__ = ["ToolFailure", "Toolbox", "describe_failure"]
 
@@ -41,6 +42,28 @@ class Toolbox:
         self.kinds = tools_of(adapter_cls)
         self.names = sorted(self.kinds)
         self._bound = {name: getattr(self.adapter, name) for name in self.kinds}
+        self.idempotent, self.sessioned = tool_flags(adapter_cls)
+        self.sessions = SessionStates()  # per-session state of the sessions pinned here
+
+    def bind(self, tool: str, args: dict[str, Any], session: Any) -> dict[str, Any]:
+        """The keyword arguments of a call: ``args``, plus ``session`` for a tool that asks.
+
+        ``session`` is the request's ``[session_id, settings]`` (settings None: unchanged
+        since the last request of that session here) or None for a call without a session.
+        """
+        record = None
+        if session is not None:
+            record = self.sessions.enter(session[0], session[1])
+        if tool not in self.sessioned:
+            return args
+        if SESSION_PARAM in args:
+            raise ToolFailure(
+                "tool_error",
+                "TypeError",
+                f"tool {tool!r} takes its session from the call's session=, not from an "
+                f"argument named {SESSION_PARAM!r}",
+            )
+        return {**args, SESSION_PARAM: record}
 
     def lookup(self, tool: str) -> tuple[Any, str]:
         fn = self._bound.get(tool)

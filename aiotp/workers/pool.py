@@ -13,9 +13,10 @@ Guarantees:
 - `start_pool` returns once every worker is ready, or raises `WorkerStartError` naming the worker
   that failed (with its stderr tail for process workers); nothing is left running then.
 - Workers start ``startup_batch`` at a time, concurrently.
-- A worker is recycled after ``max_requests`` requests or ``ttl`` seconds gracefully: its
-  replacement starts first and the old one stops once its in-flight requests are done, so the
-  pool's capacity never drops.
+- A worker is recycled after ``max_requests`` requests (a bound: it never starts one more) or
+  ``ttl`` seconds, gracefully: its replacement starts first (at 80% of ``max_requests``) and
+  the old one stops once its in-flight requests are done, so capacity does not drop in steady
+  state.
 - A caller that leaves (timeout, cancellation) while its tool runs leaves the slot busy until
   the tool ends; past ``cancel_grace`` the worker is recycled (``overrun="recycle"``).
 - A crashed, killed or hung worker is replaced by its supervisor; the requests it held fail with
@@ -35,6 +36,7 @@ from typing import TYPE_CHECKING, Any
 from aiotp.runtime import telemetry
 from aiotp.workers.config import PoolConfig
 from aiotp.workers.dispatcher import Dispatcher, PoolStats, WorkerSlot
+from aiotp.workers.session_routing import SessionRouter
 from aiotp.workers.ticket import Ticket
 
 if TYPE_CHECKING:
@@ -53,7 +55,12 @@ class Pool:
         self.rt = rt
         self.config = config
         self.name = config.name
-        self.dispatcher = Dispatcher(config.name, config.max_queue, config.checkout_timeout)
+        self.dispatcher = Dispatcher(
+            config.name, config.max_queue, config.checkout_timeout, config.max_requests
+        )
+        self.dispatcher.on_wear = self.recycle
+        self.router = SessionRouter(self)
+        self.idempotent: frozenset[str] = frozenset()  # learnt from the first ready worker
         self.prestarted: dict[int, Any] = {}
         self.started: set[int] = set()
         self.supervisor: ActorRef | None = None
@@ -144,11 +151,12 @@ class Pool:
         self.prestarted.clear()
 
     # -- request bookkeeping (called by execute/stream on the hot path) -------------------
-    def release(self, slot: WorkerSlot, ticket: Ticket, ok: bool) -> None:
-        """The caller is done with `slot`. If the worker still runs the request (the caller
-        timed out or was cancelled), the slot stays busy until the ticket ends."""
+    def release(self, slot: WorkerSlot, ticket: Ticket, outcome: str) -> None:
+        """The caller is done with `slot` (``outcome``: "ok", "error" or "cancelled"). If the
+        worker still runs the request (the caller timed out or was cancelled), the slot stays
+        busy until the ticket ends."""
         if not ticket.running:
-            self.finished(slot, ok)
+            self.finished(slot, outcome)
             return
         slot.orphans += 1
         timer = self.rt.loop.call_later(self.config.cancel_grace, self._overran, slot, ticket)
@@ -156,7 +164,7 @@ class Pool:
         def ended() -> None:
             timer.cancel()
             slot.orphans -= 1
-            self.finished(slot, False)
+            self.finished(slot, outcome)
 
         ticket.when_ended(ended)
 
@@ -200,20 +208,20 @@ class Pool:
         keep = max(serving, key=lambda s: s.started_at)
         for slot in serving:
             if slot is not keep:
-                slot.draining = True
+                self.dispatcher.drain(slot)
                 if slot.ref is not None:
                     slot.ref.send("retire")
 
-    def finished(self, slot: WorkerSlot, ok: bool) -> None:
+    def finished(self, slot: WorkerSlot, outcome: str) -> None:
+        d = self.dispatcher
         slot.requests += 1
-        self.dispatcher.requests += 1
-        if not ok:
+        d.requests += 1
+        if outcome == "error":
             slot.errors += 1
-            self.dispatcher.errors += 1
-        self.dispatcher.checkin(slot)
-        limit = self.config.max_requests
-        if limit is not None and slot.requests >= limit:
-            self.recycle(slot)
+            d.errors += 1
+        elif outcome == "cancelled":
+            d.cancelled += 1
+        d.checkin(slot)
 
     def recycle(self, slot: WorkerSlot) -> None:
         """Start a replacement, then retire `slot` once it is idle (capacity never drops)."""
@@ -222,29 +230,12 @@ class Pool:
         slot.recycling = True  # keeps serving until its replacement is ready
         self.manager.cast_nowait(("replace", slot))
 
-    # -- sessions -----------------------------------------------------------------------
-    def affinity_of(self, session: str) -> str | None:
-        """The session's last worker. A full session store costs the request its affinity,
-        never the request itself: routing is a preference, not a precondition."""
-        from aiotp.session_store.errors import SessionQuotaExceeded
-
-        try:
-            worker: str | None = self.rt.sessions.get_or_create(session).last_worker_id
-        except SessionQuotaExceeded:
-            _log.debug("session store full: no affinity for session %r", session)
-            return None
-        return worker
-
-    def record_affinity(self, session: str, worker_id: str) -> None:
-        sessions = self.rt.sessions
-        try:
-            sessions.set_affinity(session, worker_id)
-        except Exception:  # the session expired or was deleted meanwhile: nothing to record
-            _log.debug("could not record affinity of session %r", session, exc_info=True)
-
     def stats(self) -> PoolStats:
         return self.dispatcher.stats(
-            self.config.profile, self.config.size, _abandoned_threads() - self._abandoned_before
+            self.config.profile,
+            self.config.size,
+            _abandoned_threads() - self._abandoned_before,
+            self.config.affinity,
         )
 
     def emit_recycled(self, slot: WorkerSlot) -> None:

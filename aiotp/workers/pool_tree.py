@@ -92,7 +92,7 @@ class PoolManager(Actor):
                 # supervisor restarts it.
                 self.runtime.exit(slot.ref, "kill")
             return
-        slot.draining = True  # the replacement serves now: the old one takes no new work
+        self.pool.dispatcher.drain(slot)  # the replacement serves now: no new work for it
         self.pool.emit_recycled(slot)
         if slot.ref is not None:
             slot.ref.send("retire")
@@ -152,6 +152,7 @@ class PoolSupervisor(Supervisor):
         if pools.get(pool.name) is pool:
             del pools[pool.name]
         pool.dispatcher.close(PoolBusy(f"pool {pool.name!r} stopped"))
+        pool.router.detach()
         pool.kill_prestarted()
         pool.close_zygote()
 

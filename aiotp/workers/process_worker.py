@@ -77,6 +77,7 @@ class ProcessWorker:
         self.requests = 0
         self.errors = 0
         self.tools: list[str] = []
+        self.idempotent: frozenset[str] = frozenset()
         self.reader = p.FrameReader(max_frame)
         self.max_frame = max_frame
         self._loop = asyncio.get_running_loop()
@@ -142,6 +143,7 @@ class ProcessWorker:
             self.pid = frame[2]
             self.tools = list(frame[3])
             self.capacity = int(frame[4])
+            self.idempotent = frozenset(frame[5]) if len(frame) > 5 else frozenset()
             if not self.ready.done():
                 self.ready.set_result(None)
         elif kind == p.FAILED:
@@ -238,7 +240,7 @@ class ProcessWorker:
     def _send(self, frame: list[Any]) -> None:
         data = p.pack(frame, self.max_frame)  # SerializationError before anything is written
         if self.closed.done() or self._transport is None:
-            raise WorkerCrashed(f"worker {self.worker_id} is gone", self.worker_id)
+            raise WorkerCrashed(f"worker {self.worker_id} is gone", self.worker_id, delivered=False)
         # The first frame of a loop iteration is written at once (no added latency for a lone
         # request); frames that follow in the same iteration are joined into one write at its
         # end: 64 pipelined requests cost one syscall, not 64.
@@ -287,14 +289,19 @@ class ProcessWorker:
             self._pending.pop(rid, None)
 
     async def request(
-        self, tool: str, args: dict[str, Any], timeout: float | None, ticket: Ticket | None = None
+        self,
+        tool: str,
+        args: dict[str, Any],
+        timeout: float | None,
+        ticket: Ticket | None = None,
+        session: list[Any] | None = None,
     ) -> Any:
         """Run a tool. ``ticket`` (if given) ends when the worker has really finished with the
         request: a caller that times out or is cancelled leaves it running, and the worker is
         sent a CANCEL frame (a request not started yet is skipped, an async tool cancelled)."""
         rid = next(self._ids)
         try:
-            self._send([p.REQUEST, rid, tool, args])
+            self._send(_request_frame(rid, tool, args, session))
         except BaseException:
             if ticket is not None:
                 ticket.end()  # nothing reached the worker
@@ -325,7 +332,12 @@ class ProcessWorker:
                 ticket.end()
 
     def stream(
-        self, tool: str, args: dict[str, Any], timeout: float | None, ticket: Ticket | None = None
+        self,
+        tool: str,
+        args: dict[str, Any],
+        timeout: float | None,
+        ticket: Ticket | None = None,
+        session: list[Any] | None = None,
     ) -> Stream:
         """Items of a generator tool, at most a window ahead of the caller (see streaming.py):
         credit goes back in CREDIT frames, leaving early sends CANCEL. ``ticket`` ends once the
@@ -333,7 +345,7 @@ class ProcessWorker:
         early, at the END the worker sends after CANCEL."""
         rid = next(self._ids)
         try:
-            self._send([p.REQUEST, rid, tool, args])
+            self._send(_request_frame(rid, tool, args, session))
         except BaseException:
             if ticket is not None:
                 ticket.end()
@@ -360,6 +372,12 @@ class ProcessWorker:
         self._streams[rid] = stream
         self.in_flight += 1
         return stream
+
+    def drop_session(self, session_id: str) -> None:
+        """The session ended or moved to another worker: the worker forgets its state."""
+        if not self.closed.done():
+            with contextlib.suppress(Exception):
+                self._send([p.DROP, 0, session_id])
 
     async def ping(self, timeout: float) -> float:
         rid = next(self._ids)
@@ -410,3 +428,11 @@ class ProcessWorker:
 
     def statistics(self) -> dict[str, int]:
         return {"requests": self.requests, "errors": self.errors, "in_flight": self.in_flight}
+
+
+def _request_frame(
+    rid: int, tool: str, args: dict[str, Any], session: list[Any] | None
+) -> list[Any]:
+    if session is None:
+        return [p.REQUEST, rid, tool, args]
+    return [p.REQUEST, rid, tool, args, session[0], session[1]]

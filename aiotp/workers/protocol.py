@@ -3,17 +3,19 @@
 A frame is a 4-byte big-endian length followed by a msgpack array whose first two elements are
 the frame kind and a correlation id::
 
-    REQUEST [0, id, tool, args]        parent -> worker
+    REQUEST [0, id, tool, args(, session_id, settings)]   parent -> worker; settings None:
+                                       unchanged since that session's last request here
     REPLY   [1, id, result]            worker -> parent
     ERROR   [2, id, kind, type, message, traceback]   kind: "unknown_tool" | "tool_error"
     ITEM    [3, id, value]             one item of a streaming (generator) tool
     END     [4, id]                    the stream is over
     CANCEL  [5, id]                    parent -> worker: stop that stream
     PING    [6, id] / PONG [7, id]     heartbeats, answered by the worker's execution lane
-    READY   [8, 0, pid, tools]         sent once after setup()
+    READY   [8, 0, pid, tools, threads, idempotent_tools]   sent once after setup()
     STOP    [9, 0]                     parent -> worker: finish, teardown(), exit 0
     FAILED  [10, 0, type, message, traceback]   setup or import failed; the worker exits
     CREDIT  [11, id, n]                parent -> worker: the caller took n more items of a stream
+    DROP    [12, 0, session_id]        parent -> worker: the session ended or moved: drop its state
 
 Streams are flow-controlled (credit.py): a worker may send at most ``WINDOW`` (64) ITEM frames of
 a stream beyond those credited back by CREDIT frames, which the caller sends every 32 items it
@@ -37,7 +39,7 @@ from aiotp.workers.errors import ProtocolError, SerializationError
 
 __all__ = ["FrameReader", "pack", "unpack_body"]
 
-REQUEST, REPLY, ERROR, ITEM, END, CANCEL, PING, PONG, READY, STOP, FAILED, CREDIT = range(12)
+REQUEST, REPLY, ERROR, ITEM, END, CANCEL, PING, PONG, READY, STOP, FAILED, CREDIT, DROP = range(13)
 DEFAULT_MAX_FRAME = 64 * 1024 * 1024
 _HEADER = struct.Struct(">I")
 # One Packer per thread, reused: msgpack.packb builds a new Packer on every call, which was a

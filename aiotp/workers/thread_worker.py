@@ -97,7 +97,7 @@ class ThreadWorker:
         self, fn: Callable[[], Any], timeout: float | None, what: str, ticket: Ticket | None = None
     ) -> Any:
         if self.closed.done():
-            raise WorkerCrashed(f"worker {self.worker_id} is gone", self.worker_id)
+            raise WorkerCrashed(f"worker {self.worker_id} is gone", self.worker_id, delivered=False)
         fut: asyncio.Future[Any] = self._loop.create_future()
         self._pending.add(fut)
         fut.add_done_callback(self._pending.discard)
@@ -176,6 +176,22 @@ class ThreadWorker:
         except ToolFailure:
             raise UnknownTool(tool, self.toolbox.names) from None
 
+    def _bind(self, tool: str, args: dict[str, Any], session: list[Any] | None) -> dict[str, Any]:
+        assert self.toolbox is not None
+        try:
+            return self.toolbox.bind(tool, args, session)
+        except ToolFailure as failure:
+            raise ToolError(failure.type_name, failure.message) from None
+
+    @property
+    def idempotent(self) -> frozenset[str]:
+        return self.toolbox.idempotent if self.toolbox is not None else frozenset()
+
+    def drop_session(self, session_id: str) -> None:
+        """The session ended or moved to another worker: forget its state."""
+        if self.toolbox is not None:
+            self.toolbox.sessions.drop(session_id)
+
     def _ticket_done(self, ticket: Ticket) -> None:
         self._tickets.discard(ticket)
         ticket.end()
@@ -186,14 +202,22 @@ class ThreadWorker:
         return len(self._tickets)
 
     async def request(
-        self, tool: str, args: dict[str, Any], timeout: float | None, ticket: Ticket | None = None
+        self,
+        tool: str,
+        args: dict[str, Any],
+        timeout: float | None,
+        ticket: Ticket | None = None,
+        session: list[Any] | None = None,
     ) -> Any:
         """Run a tool. ``ticket`` (if given) ends when the worker has really finished with the
-        request, which may be after this coroutine raised `CallTimeout` or was cancelled."""
+        request, which may be after this coroutine raised `CallTimeout` or was cancelled.
+        ``session`` is ``[session_id, settings]`` for a call made with ``session=``."""
         self.in_flight += 1
         self.requests += 1
         try:
             fn, kind = self._lookup(tool)
+            if session is not None or self.toolbox.sessioned:  # type: ignore[union-attr]
+                args = self._bind(tool, args, session)
             if kind == "async":
                 return await self._run_async(fn, args, timeout, ticket)
             if kind in ("gen", "agen"):
@@ -243,20 +267,29 @@ class ThreadWorker:
             raise
 
     def stream(
-        self, tool: str, args: dict[str, Any], timeout: float | None, ticket: Ticket | None = None
+        self,
+        tool: str,
+        args: dict[str, Any],
+        timeout: float | None,
+        ticket: Ticket | None = None,
+        session: list[Any] | None = None,
     ) -> AsyncIterator[Any]:
         """Items of a generator tool, at most a window ahead of the caller (see streaming.py).
         ``ticket`` ends once the producer has really stopped (after the caller, if it left)."""
         try:
             fn, kind = self._lookup(tool)
             if self.closed.done():
-                raise WorkerCrashed(f"worker {self.worker_id} is gone", self.worker_id)
+                raise WorkerCrashed(
+                    f"worker {self.worker_id} is gone", self.worker_id, delivered=False
+                )
+            if kind not in ("gen", "agen"):
+                return streaming.one(self.request(tool, args, timeout, ticket, session))
+            if session is not None or self.toolbox.sessioned:  # type: ignore[union-attr]
+                args = self._bind(tool, args, session)
         except BaseException:
             if ticket is not None:
                 ticket.end()  # nothing started
             raise
-        if kind not in ("gen", "agen"):
-            return streaming.one(self.request(tool, args, timeout, ticket))
         ended = None
         if ticket is not None:
             self._tickets.add(ticket)  # kill() ends it: a retired worker runs nothing for us

@@ -66,6 +66,7 @@ class WorkerActor(Actor):
                 HeartbeatMonitor, self.handle, pool.config.heartbeat, pool.name, link=True
             )
         self.handle.closed.add_done_callback(self._worker_closed)
+        pool.idempotent = self.handle.idempotent
         self.slot = WorkerSlot(self.handle, index, self.ref, pool.config.pipeline)
         if index in pool.started and not recycling:
             pool.dispatcher.restarts[index] += 1

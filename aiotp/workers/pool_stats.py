@@ -1,0 +1,106 @@
+"""What `rt.pool_stats(name)` reports, and the cheap histogram behind its latency percentiles.
+
+The histogram has fixed, log-spaced buckets (four per decade from 10 us to 100 s): recording a
+value is one bisect over 29 bounds and an increment, with no allocation, so it stays on the hot
+path of every request; a percentile is read back as its bucket's upper bound (within 78% of the
+true value, which is what an operator's p50/p99 needs; exact values come from telemetry).
+"""
+
+from __future__ import annotations
+
+import bisect
+
+import attrs
+
+__all__ = ["Histogram", "Percentiles", "PoolStats", "WorkerStats"]
+
+_BOUNDS: tuple[float, ...] = tuple(10 ** (e / 4) * 1e-5 for e in range(29))  # 10 us .. 100 s
+
+
+class Histogram:
+    """Counts of values (seconds) per fixed bucket."""
+
+    __slots__ = ("counts", "total")
+
+    def __init__(self) -> None:
+        self.counts = [0] * (len(_BOUNDS) + 1)
+        self.total = 0
+
+    def record(self, seconds: float) -> None:
+        self.counts[bisect.bisect_left(_BOUNDS, seconds)] += 1
+        self.total += 1
+
+    def percentile(self, q: float) -> float | None:
+        """The upper bound of the bucket holding the q-th percentile (None when empty; the
+        last bucket, values past 100 s, reports infinity)."""
+        if not self.total:
+            return None
+        rank = q / 100.0 * self.total
+        seen = 0
+        for index, count in enumerate(self.counts):
+            seen += count
+            if seen >= rank and count:
+                return _BOUNDS[index] if index < len(_BOUNDS) else float("inf")
+        return float("inf")
+
+    def summary(self) -> Percentiles:
+        return Percentiles(self.total, self.percentile(50), self.percentile(99))
+
+
+@attrs.frozen
+class Percentiles:
+    """``count`` values recorded; ``p50``/``p99`` in seconds (bucket upper bounds), or None."""
+
+    count: int
+    p50: float | None
+    p99: float | None
+
+
+@attrs.frozen
+class WorkerStats:
+    worker_id: str
+    index: int
+    pid: int | None
+    busy: int
+    capacity: int
+    requests: int
+    errors: int
+    restarts: int
+    draining: bool
+    pinned_sessions: int = 0
+    started: int = 0
+
+
+@attrs.frozen
+class PoolStats:
+    """`rt.pool_stats(name)`: a snapshot, safe to keep.
+
+    ``requests``/``errors``/``cancelled`` count finished requests (a consumer leaving a stream
+    early, or a caller cancelling, is ``cancelled``, not an error); ``queue_timeouts`` the
+    callers that got `CheckoutTimeout`; ``saturated`` the requests that found no free worker
+    and had to queue (or were refused); ``queue_wait`` and ``latency`` (execution, after
+    checkout) are percentiles in seconds; ``affinity`` is the pool's default mode and
+    ``pinned_sessions`` the sessions pinned to its live workers.
+    """
+
+    name: str
+    profile: str
+    size: int
+    live: int
+    busy: int
+    queued: int
+    capacity: int
+    requests: int
+    errors: int
+    restarts: int
+    recycled: int
+    abandoned_threads: int
+    workers: tuple[WorkerStats, ...]
+    cancelled: int = 0
+    queue_timeouts: int = 0
+    saturated: int = 0
+    retries: int = 0
+    queue_wait: Percentiles = Percentiles(0, None, None)
+    latency: Percentiles = Percentiles(0, None, None)
+    affinity: str = "hint"
+    pinned_sessions: int = 0

@@ -1,0 +1,252 @@
+"""Routing a pool's session requests: pins, affinity modes, and the state workers keep.
+
+A session is *pinned* to one worker of a pool: the worker its requests go to, and the one that
+keeps its `WorkerSession` state. The pin lives here (``pins``, on the runtime's loop) and is
+mirrored in the session store (``Session.affinity[pool]``), where it survives this pool's
+memory of it (a session imported from elsewhere, another runtime sharing the store).
+
+Modes (``affinity=`` of the pool or of one call):
+- ``"hint"``: the pinned worker if it has room, else the least-loaded free worker (else the
+  pool's queue); the session is then pinned to whichever worker served it.
+- ``"strict_queue"``: the pinned worker only; when it is busy the request waits in that
+  worker's own queue (bounded by ``checkout_timeout`` and ``max_queue``).
+- ``"strict_fail_fast"``: the pinned worker only; `WorkerBusy` at once when it is busy.
+
+In both strict modes a pinned worker that died or was retired means the session's state is
+gone: the session's next request (or the one in flight, or waiting) fails with
+`SessionWorkerLost`, once, and the session is unpinned; the request after that places it anew.
+A new (or unpinned) session is placed on the worker with the fewest pins, then the least
+loaded; when that worker is busy but another has room, the free one is taken.
+
+When the session store is full (``max_sessions``), a request keeps working without affinity;
+the first time, the pool says so with a WARNING and a telemetry event
+``("aiotp", "pool", "session", "unrouted")``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import threading
+from typing import TYPE_CHECKING, Any
+
+from aiotp.runtime import telemetry
+from aiotp.workers.dispatcher import WorkerSlot
+from aiotp.workers.errors import SessionWorkerLost, WorkerBusy
+
+if TYPE_CHECKING:
+    from aiotp.workers.pool import Pool
+
+__all__ = ["SessionRouter"]
+
+_log = logging.getLogger("aiotp.pool")
+STRICT = ("strict_queue", "strict_fail_fast")
+
+
+class SessionRouter:
+    """The session side of one pool (see the module docstring); lives on the runtime loop."""
+
+    def __init__(self, pool: Pool) -> None:
+        self.pool = pool
+        self.dispatcher = pool.dispatcher
+        self.pins: dict[str, WorkerSlot] = {}
+        # Sessions whose pinned worker died or retired, not yet told: session -> worker id.
+        self.lost: dict[str, str] = {}
+        self._warned_full = False
+        self._unhook: Any = None
+        self._loop = pool.rt.loop
+        self._loop_thread = threading.get_ident()
+        self.dispatcher.on_gone = self._slot_gone
+
+    # -- the store's side ---------------------------------------------------------------
+    def attach(self) -> None:
+        """Follow session removals in the runtime's store (their worker state is dropped)."""
+        if self._unhook is None:
+            self._unhook = self.pool.rt.sessions.on_remove(self._removed)
+
+    def detach(self) -> None:
+        unhook, self._unhook = self._unhook, None
+        if unhook is not None:
+            unhook()
+
+    def _removed(self, session_id: str, _reason: str, _session: Any) -> None:
+        # Removal hooks run in whichever thread removed the session.
+        if threading.get_ident() == self._loop_thread:
+            self.ended(session_id)
+        elif not self._loop.is_closed():
+            # RuntimeError: the loop closed meanwhile; the pool and its workers are gone too.
+            with contextlib.suppress(RuntimeError):
+                self._loop.call_soon_threadsafe(self.ended, session_id)
+
+    def ended(self, session_id: str) -> None:
+        """The session is over: its pin goes and its worker forgets its state."""
+        self.lost.pop(session_id, None)
+        slot = self.pins.pop(session_id, None)
+        if slot is not None:
+            self._release(slot, session_id)
+
+    def _release(self, slot: WorkerSlot, session_id: str) -> None:
+        self.dispatcher.unpin(slot, session_id)
+        if not slot.handle.closed.done():
+            slot.handle.drop_session(session_id)
+
+    def _slot_gone(self, slot: WorkerSlot) -> None:
+        """`slot` died or is retiring: every session pinned to it has lost its state."""
+        store = self.pool.rt.sessions
+        for session_id in list(slot.sessions):
+            if self.pins.get(session_id) is slot:
+                del self.pins[session_id]
+                self.lost[session_id] = slot.worker_id
+                self._mirror(store, session_id, None)
+            self.dispatcher.unpin(slot, session_id)
+
+    def _mirror(self, store: Any, session_id: str, worker_id: str | None) -> None:
+        try:
+            store.pin(session_id, self.pool.name, worker_id)
+        except Exception:  # the session ended meanwhile: nothing to record
+            _log.debug("could not record the pin of session %r", session_id, exc_info=True)
+
+    def _record(self, session_id: str) -> Any:
+        """The session from the store (created on first use, touched), or None when the
+        store is full: the request then runs without affinity."""
+        from aiotp.session_store.errors import SessionQuotaExceeded
+
+        try:
+            return self.pool.rt.sessions.get_or_create(session_id)
+        except SessionQuotaExceeded as exc:
+            if not self._warned_full:
+                self._warned_full = True
+                _log.warning(
+                    "pool %r: the session store is full (%s); requests of new sessions run "
+                    "without affinity until it has room (said once)",
+                    self.pool.name,
+                    exc,
+                )
+            telemetry.execute(
+                ("aiotp", "pool", "session", "unrouted"),
+                {"count": 1},
+                {"pool": self.pool.name, "session": session_id},
+            )
+            return None
+
+    # -- the request's side ---------------------------------------------------------------
+    async def checkout(
+        self, session_id: str, mode: str, timeout: float | None
+    ) -> tuple[WorkerSlot, list[Any]]:
+        """A worker for one request of the session, and the session context to send it."""
+        d = self.dispatcher
+        if self._unhook is None:
+            self.attach()
+        record = self._record(session_id)
+        if record is None:
+            return await d.checkout(timeout), [session_id, None]
+        strict = mode in STRICT
+        slot = self.pins.get(session_id)
+        if slot is None:
+            slot = self._adopt(session_id, record, strict)
+        elif session_id in self.lost or not d.accepting(slot):
+            slot = None
+        if slot is None and session_id in self.lost:
+            worker = self.lost.pop(session_id)
+            if strict:
+                raise self.lost_error(session_id, worker)
+        if slot is None:
+            slot = await self._place(session_id, mode, timeout)
+        elif d.has_room(slot):
+            d.take(slot)
+        elif strict:
+            try:
+                slot = await d.checkout_on(slot, session_id, timeout, mode == "strict_queue")
+            except SessionWorkerLost:
+                self.lost.pop(session_id, None)  # told now
+                raise
+        else:
+            slot = await d.checkout(timeout)  # hint: whoever is free; pinned there if it serves
+        return slot, [session_id, self._settings(slot, session_id, record.metadata)]
+
+    def _adopt(self, session_id: str, record: Any, strict: bool) -> WorkerSlot | None:
+        """A pin the store knows and this router does not (an imported session, another
+        runtime's pin): kept when its worker serves here, lost (strict) when it is gone."""
+        affinity = getattr(record, "affinity", None) or {}
+        worker = affinity.get(self.pool.name)
+        if worker is None:
+            return None
+        slot = self.dispatcher.get(worker)
+        if slot is not None and self.dispatcher.accepting(slot):
+            self.pins[session_id] = slot
+            self.dispatcher.pin(slot, session_id)
+            return slot
+        self._mirror(self.pool.rt.sessions, session_id, None)
+        if strict:
+            raise self.lost_error(session_id, worker)
+        return None
+
+    async def _place(self, session_id: str, mode: str, timeout: float | None) -> WorkerSlot:
+        d = self.dispatcher
+        target = d.place()
+        if target is not None and d.has_room(target):
+            d.take(target)
+            slot = target
+        else:
+            free = d.checkout_nowait()
+            if free is not None:
+                slot = free
+            elif mode == "strict_fail_fast" and target is not None:
+                raise WorkerBusy(
+                    f"pool {self.pool.name!r}: no worker is free for new session "
+                    f"{session_id!r} (affinity strict_fail_fast)",
+                    session_id,
+                    target.worker_id,
+                )
+            elif mode == "strict_queue" and target is not None:
+                self._pin(session_id, target)  # concurrent new sessions spread while waiting
+                return await d.checkout_on(target, session_id, timeout, True)
+            else:
+                slot = await d.checkout(timeout)
+        self._pin(session_id, slot)
+        return slot
+
+    def _pin(self, session_id: str, slot: WorkerSlot) -> None:
+        old = self.pins.get(session_id)
+        if old is slot:
+            return
+        if old is not None:
+            self._release(old, session_id)  # its state moves with the pin: none of it
+        self.pins[session_id] = slot
+        self.dispatcher.pin(slot, session_id)
+        self._mirror(self.pool.rt.sessions, session_id, slot.worker_id)
+
+    def served(self, session_id: str, slot: WorkerSlot) -> None:
+        """A request ran on `slot` (hint mode may have sent it away from its pin)."""
+        if self.pins.get(session_id) is not slot and slot.member:
+            self._pin(session_id, slot)
+
+    def crashed(self, session_id: str, slot: WorkerSlot, exc: BaseException) -> BaseException:
+        """What a strict-mode caller whose worker died mid-request gets: `SessionWorkerLost`."""
+        self.lost.pop(session_id, None)  # told now
+        if self.pins.get(session_id) is slot:
+            del self.pins[session_id]
+            self.dispatcher.unpin(slot, session_id)
+            self._mirror(self.pool.rt.sessions, session_id, None)
+        lost = self.lost_error(session_id, slot.worker_id)
+        lost.__cause__ = exc
+        return lost
+
+    def lost_error(self, session_id: str, worker: str) -> SessionWorkerLost:
+        return SessionWorkerLost(
+            f"pool {self.pool.name!r}: worker {worker}, which held session {session_id!r}, "
+            "died or was recycled; its state for the session is gone (the next call places "
+            "the session on a live worker)",
+            session_id,
+            worker,
+        )
+
+    def _settings(self, slot: WorkerSlot, session_id: str, metadata: dict[str, Any]) -> Any:
+        """The session's settings for `slot`: sent when the worker does not hold them yet
+        (or they changed), None otherwise (a process worker keeps the last ones)."""
+        if getattr(slot.handle, "pid", None) is None:
+            return metadata  # a thread worker: no wire to spare
+        if slot.settings_sent.get(session_id) == metadata:
+            return None
+        slot.settings_sent[session_id] = metadata
+        return metadata
