@@ -29,77 +29,19 @@ import asyncio
 import collections
 import contextlib
 import math
-import time
 from collections.abc import Callable
-from typing import Any
 
 from aiotp.runtime import telemetry
+from aiotp.workers import pool_stats
 from aiotp.workers.errors import CheckoutTimeout, PoolBusy, SessionWorkerLost, WorkerBusy
 from aiotp.workers.pool_stats import Histogram, PoolStats, WorkerStats
+from aiotp.workers.slot import WorkerSlot
 
 __all__ = ["Dispatcher", "PoolStats", "WorkerSlot", "WorkerStats"]
 
-Waiter = asyncio.Future["WorkerSlot"]
+Waiter = asyncio.Future[WorkerSlot]
 #: How far into its ``max_requests`` a worker is when its replacement is asked for.
 RENEW_AT = 0.8
-
-
-class WorkerSlot:
-    """One live worker as the dispatcher sees it."""
-
-    __slots__ = (
-        "capacity",
-        "draining",
-        "errors",
-        "exhausted",
-        "handle",
-        "in_flight",
-        "index",
-        "key",
-        "level",
-        "member",
-        "orphans",
-        "overrun",
-        "recycling",
-        "ref",
-        "requests",
-        "sessions",
-        "settings_sent",
-        "started",
-        "started_at",
-        "waiters",
-        "worker_id",
-    )
-
-    def __init__(self, handle: Any, index: int, ref: Any = None, pipeline: int = 1) -> None:
-        self.handle = handle
-        self.worker_id: str = handle.worker_id
-        self.index = index
-        self.ref = ref
-        # Requests it may hold: what it runs at once, times the pipeline depth (process only).
-        depth = pipeline if getattr(handle, "pid", None) is not None else 1
-        self.capacity: int = max(1, int(handle.capacity)) * depth
-        self.in_flight = 0
-        self.started = 0  # requests handed to it (max_requests bounds this)
-        self.requests = 0  # requests finished
-        self.errors = 0
-        self.member = False  # in the dispatcher (between add and remove)
-        self.draining = False  # takes no new work; stops when idle
-        self.exhausted = False  # started max_requests requests: takes no new work
-        self.recycling = False  # a replacement is being started; still serving meanwhile
-        # Requests whose caller left while the worker still runs them (counted in in_flight).
-        self.orphans = 0
-        self.overrun = False  # a tool overran its caller past cancel_grace: retire by kill
-        self.started_at = time.monotonic()
-        self.sessions: set[str] = set()  # sessions pinned to it
-        self.settings_sent: dict[str, Any] = {}  # session -> settings the worker holds
-        self.waiters: collections.deque[tuple[Waiter, str]] = collections.deque()
-        self.level = -1  # its bucket in Dispatcher._free, -1 when in none
-        self.key: tuple[int, int] | None = None  # its bucket in Dispatcher._place
-
-    def __repr__(self) -> str:
-        state = "draining" if self.draining else "live"
-        return f"<WorkerSlot {self.worker_id} {state} {self.in_flight}/{self.capacity}>"
 
 
 class Dispatcher:
@@ -461,42 +403,4 @@ class Dispatcher:
         return general + sum(1 for s in self.slots for f, _ in s.waiters if not f.done())
 
     def stats(self, profile: str, size: int, abandoned_threads: int, affinity: str) -> PoolStats:
-        workers = tuple(
-            WorkerStats(
-                worker_id=s.worker_id,
-                index=s.index,
-                pid=getattr(s.handle, "pid", None),
-                busy=s.in_flight,
-                capacity=s.capacity,
-                requests=s.requests,
-                errors=s.errors,
-                restarts=self.restarts[s.index],
-                draining=s.draining,
-                pinned_sessions=len(s.sessions),
-                started=s.started,
-            )
-            for s in self.slots
-        )
-        return PoolStats(
-            name=self.name,
-            profile=profile,
-            size=size,
-            live=sum(1 for s in self.slots if not s.draining),
-            busy=sum(s.in_flight for s in self.slots),
-            queued=self.queued,
-            capacity=sum(s.capacity for s in self.slots if not s.draining),
-            requests=self.requests,
-            errors=self.errors,
-            restarts=sum(self.restarts.values()),
-            recycled=self.recycled,
-            abandoned_threads=abandoned_threads,
-            workers=workers,
-            cancelled=self.cancelled,
-            queue_timeouts=self.queue_timeouts,
-            saturated=self.saturated,
-            retries=self.retries,
-            queue_wait=self.queue_wait.summary(),
-            latency=self.latency.summary(),
-            affinity=affinity,
-            pinned_sessions=sum(len(s.sessions) for s in self.slots if not s.draining),
-        )
+        return pool_stats.snapshot(self, profile, size, abandoned_threads, affinity)

@@ -9,10 +9,14 @@ true value, which is what an operator's p50/p99 needs; exact values come from te
 from __future__ import annotations
 
 import bisect
+from typing import TYPE_CHECKING
 
 import attrs
 
-__all__ = ["Histogram", "Percentiles", "PoolStats", "WorkerStats"]
+if TYPE_CHECKING:
+    from aiotp.workers.dispatcher import Dispatcher
+
+__all__ = ["Histogram", "Percentiles", "PoolStats", "WorkerStats", "snapshot"]
 
 _BOUNDS: tuple[float, ...] = tuple(10 ** (e / 4) * 1e-5 for e in range(29))  # 10 us .. 100 s
 
@@ -104,3 +108,48 @@ class PoolStats:
     latency: Percentiles = Percentiles(0, None, None)
     affinity: str = "hint"
     pinned_sessions: int = 0
+
+
+def snapshot(
+    self: Dispatcher, profile: str, size: int, abandoned_threads: int, affinity: str
+) -> PoolStats:
+    """The `PoolStats` of a dispatcher now."""
+    workers = tuple(
+        WorkerStats(
+            worker_id=s.worker_id,
+            index=s.index,
+            pid=getattr(s.handle, "pid", None),
+            busy=s.in_flight,
+            capacity=s.capacity,
+            requests=s.requests,
+            errors=s.errors,
+            restarts=self.restarts[s.index],
+            draining=s.draining,
+            pinned_sessions=len(s.sessions),
+            started=s.started,
+        )
+        for s in self.slots
+    )
+    return PoolStats(
+        name=self.name,
+        profile=profile,
+        size=size,
+        live=sum(1 for s in self.slots if not s.draining),
+        busy=sum(s.in_flight for s in self.slots),
+        queued=self.queued,
+        capacity=sum(s.capacity for s in self.slots if not s.draining),
+        requests=self.requests,
+        errors=self.errors,
+        restarts=sum(self.restarts.values()),
+        recycled=self.recycled,
+        abandoned_threads=abandoned_threads,
+        workers=workers,
+        cancelled=self.cancelled,
+        queue_timeouts=self.queue_timeouts,
+        saturated=self.saturated,
+        retries=self.retries,
+        queue_wait=self.queue_wait.summary(),
+        latency=self.latency.summary(),
+        affinity=affinity,
+        pinned_sessions=sum(len(s.sessions) for s in self.slots if not s.draining),
+    )

@@ -4,6 +4,7 @@ processes: tests/ is on PYTHONPATH for children, see tests/conftest.py)."""
 from __future__ import annotations
 
 import gc
+import itertools
 import os
 import time
 from pathlib import Path
@@ -11,9 +12,15 @@ from typing import Any
 
 import aiotp
 
+_instances = itertools.count(1)
+
 
 class Stateful(aiotp.Adapter):
     """One request at a time; keeps a per-session counter in the worker."""
+
+    def setup(self) -> None:
+        # Unique per worker, even for thread workers of one process (an id() may be reused).
+        self.me = f"{os.getpid()}:{next(_instances)}"
 
     @aiotp.tool
     def bump(self, delay: float = 0.0, *, session: aiotp.WorkerSession | None) -> dict[str, Any]:
@@ -78,4 +85,4 @@ class Stateful(aiotp.Adapter):
         os._exit(3)
 
     def _me(self) -> str:
-        return f"{os.getpid()}:{id(self)}"
+        return self.me

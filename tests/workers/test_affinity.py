@@ -311,5 +311,5 @@ async def test_bad_affinity_and_session_input_are_refused(rt: aiotp.Runtime) -> 
         await rt.execute("p", "bump", {}, session="")
     with pytest.raises(TypeError, match="non-empty string"):
         await rt.execute("p", "bump", {}, session=7)  # type: ignore[arg-type]
-    with pytest.raises(TypeError, match="aiotp.Retry"):
+    with pytest.raises(TypeError, match=r"aiotp\.Retry"):
         await rt.execute("p", "bump", {}, retry=3)
