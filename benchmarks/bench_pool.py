@@ -6,6 +6,8 @@ Rows:
 - process profile, 64 requests in flight on 4 workers vs the raw pipelined echo (>= 0.7x)
 - thread profile round trip vs loop.run_in_executor on a bare ThreadPoolExecutor (<= 1.5x)
 - worker start: one process worker, and a pool of 32, vs bare interpreter starts
+- routing (routing_cases.py): strict affinity vs hint throughput; dispatch with 250 workers vs
+  4; the success path of a call with retries vs without (<= 1.05x)
 
     python benchmarks/bench_pool.py [--json] [--quick]
 """
@@ -26,6 +28,7 @@ from typing import Any
 
 import msgpack
 from harness import Row, alternate, emit, parse_args, split_frames
+from routing_cases import dispatch_ns, retry_us, sessions_us
 
 import aiotp
 from aiotp.runtime.loop import loop_factory
@@ -316,7 +319,54 @@ def main() -> None:
             target="<= 1000 ms",
         )
     )
+    rows.extend(routing_rows(factory, loop_name, args.quick, runs))
     emit(rows, args.json)
+
+
+def routing_rows(factory: Any, loop_name: str, quick: bool, runs: int) -> list[Row]:
+    per_session = 100 if quick else 400
+    rows = [
+        alternate(
+            f"{profile} strict_queue vs hint, 6 sessions/3 workers [{loop_name}]",
+            "us/call",
+            "lower",
+            lambda profile=profile: _run(
+                factory, sessions_us("strict_queue", profile, per_session)
+            ),  # type: ignore[misc]
+            "hint affinity, same load",
+            lambda profile=profile: _run(factory, sessions_us("hint", profile, per_session)),  # type: ignore[misc]
+            runs,
+            target="ratio <= 1.5 (exact placement costs little)",
+        )
+        for profile in ("thread", "process")
+    ]
+    n = 20_000 if quick else 200_000
+    rows.append(
+        alternate(
+            "dispatch, 250 workers (249 busy) vs 4 (3 busy)",
+            "ns/op",
+            "lower",
+            lambda: _run(factory, dispatch_ns(250, n)),
+            "the same dispatch on 4 workers",
+            lambda: _run(factory, dispatch_ns(4, n)),
+            runs,
+            target="ratio <= 1.2 (cost does not grow with the pool)",
+        )
+    )
+    calls = 2_000 if quick else 10_000
+    rows.append(
+        alternate(
+            f"thread execute with retry=Retry(), success [{loop_name}]",
+            "us/call",
+            "lower",
+            lambda: _run(factory, retry_us(True, calls)),
+            "the same call without retry",
+            lambda: _run(factory, retry_us(False, calls)),
+            runs,
+            target="ratio <= 1.05",
+        )
+    )
+    return rows
 
 
 def _loky() -> Any:

@@ -103,13 +103,14 @@ class Dispatcher:
             slot.level = -1
         if slot.key is not None:
             self._unplace(slot)
-        if not self.accepting(slot):
+        # `accepting`, inlined: this runs twice per request.
+        if not slot.member or slot.draining or slot.exhausted or slot.handle.closed.done():
             return
         load = slot.in_flight
         if load < slot.capacity:
             free = self._free
-            while len(free) <= load:
-                free.append({})
+            if len(free) <= load:
+                free.extend({} for _ in range(load + 1 - len(free)))
             free[load][slot] = None
             slot.level = load
         if self._placing:
@@ -365,7 +366,7 @@ class Dispatcher:
 
     def checkin(self, slot: WorkerSlot) -> None:
         slot.in_flight -= 1
-        if self.accepting(slot):
+        if slot.member and not (slot.draining or slot.exhausted or slot.handle.closed.done()):
             # A dead worker's slot is never handed on, even before its actor removed it: the
             # waiter would be failed by a death that happened before its request was sent.
             if (slot.waiters or self._waiters) and self._hand_over(slot):
