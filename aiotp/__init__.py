@@ -35,13 +35,16 @@ if TYPE_CHECKING:
         telemetry,
     )
     from aiotp.session_store import (
+        IllegalTransition,
         Session,
+        SessionEvent,
         SessionExists,
         SessionNotFound,
         SessionQuotaExceeded,
         SessionStore,
         SnapshotError,
         StoreStats,
+        SubscriberLagged,
         Table,
         TableInfo,
     )
@@ -83,13 +86,16 @@ if TYPE_CHECKING:
     )
 
 _EXPORTS: dict[str, str] = {
+    "IllegalTransition": "aiotp.session_store",
     "Session": "aiotp.session_store",
+    "SessionEvent": "aiotp.session_store",
     "SessionExists": "aiotp.session_store",
     "SessionNotFound": "aiotp.session_store",
     "SessionQuotaExceeded": "aiotp.session_store",
     "SessionStore": "aiotp.session_store",
     "SnapshotError": "aiotp.session_store",
     "StoreStats": "aiotp.session_store",
+    "SubscriberLagged": "aiotp.session_store",
     "Table": "aiotp.session_store",
     "TableInfo": "aiotp.session_store",
     "NOREPLY": "aiotp.runtime",
@@ -168,6 +174,7 @@ __all__ = [
     "Exit",
     "Heartbeat",
     "HeartbeatTimeout",
+    "IllegalTransition",
     "MailboxFull",
     "MaxChildren",
     "MonitorRef",
@@ -182,6 +189,7 @@ __all__ = [
     "RuntimeClosed",
     "SerializationError",
     "Session",
+    "SessionEvent",
     "SessionExists",
     "SessionNotFound",
     "SessionQuotaExceeded",
@@ -190,6 +198,7 @@ __all__ = [
     "SnapshotError",
     "StartChildError",
     "StoreStats",
+    "SubscriberLagged",
     "Supervisor",
     "SupervisorRef",
     "Table",

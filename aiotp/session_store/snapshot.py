@@ -11,6 +11,13 @@ A snapshot is consistent shard by shard (each shard is copied under its lock, se
 
 Timing survives the move between processes: a session is saved with its *remaining* TTL (monotonic
 clocks differ from one process to the next) and restored with that much life left.
+
+One session record (shared with `SessionStore.export`, see `aiotp.session_store.portable`) is a
+msgpack map: ``id``, ``ttl``, ``remaining``, ``created_at``, ``metadata``, ``programs``,
+``last_worker_id``, ``stats``, ``awaiting_input``, ``state`` and ``affinity``. Snapshots written
+before sessions had a ``state`` or an ``affinity`` still load: their sessions get the store's
+initial state and no affinity. A record whose state is not in the restoring store's transition
+table is refused (`SnapshotError`): the store could never move it again.
 """
 
 from __future__ import annotations
@@ -19,6 +26,7 @@ import os
 import struct
 import tempfile
 import zlib
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 import msgpack
@@ -29,7 +37,7 @@ from aiotp.session_store.session import Session
 if TYPE_CHECKING:
     from aiotp.session_store.store import SessionStore
 
-__all__ = ["read_snapshot", "write_snapshot"]
+__all__ = ["check_record", "read_snapshot", "record_of", "session_from", "write_snapshot"]
 
 MAGIC = b"AIOTPSS1"
 _HEAD = struct.Struct(">IQ")
@@ -49,7 +57,8 @@ def write_snapshot(store: SessionStore, path: str | os.PathLike[str]) -> int:
     records: list[dict[str, Any]] = []
     for i in range(table.shard_count):
         with table._locks[i]:
-            records.extend(_record(s, now) for s in table._shards[i].values() if not s.expired(now))
+            shard = table._shards[i].values()
+            records.extend(record_of(s, now) for s in shard if not s.expired(now))
     try:
         body = msgpack.packb({"version": VERSION, "sessions": records}, use_bin_type=True)
     except (TypeError, ValueError) as exc:
@@ -70,7 +79,8 @@ def write_snapshot(store: SessionStore, path: str | os.PathLike[str]) -> int:
     return len(records)
 
 
-def _record(s: Session, now: float) -> dict[str, Any]:
+def record_of(s: Session, now: float) -> dict[str, Any]:
+    """The msgpack-ready record of one session (its dicts copied; call under its shard lock)."""
     return {
         "id": s.id,
         "ttl": s.ttl,
@@ -81,7 +91,69 @@ def _record(s: Session, now: float) -> dict[str, Any]:
         "last_worker_id": s.last_worker_id,
         "stats": dict(s.stats),
         "awaiting_input": s.awaiting_input,
+        "state": s.state,
+        "affinity": dict(s.affinity),
     }
+
+
+def _number(v: Any) -> bool:
+    return isinstance(v, int | float) and not isinstance(v, bool) and v == v  # not NaN
+
+
+def check_record(r: Any) -> None:
+    """`SnapshotError` naming the first field of record `r` that is missing or malformed."""
+    if not isinstance(r, dict):
+        raise SnapshotError(f"bad session record: not a map: {r!r:.200}")
+    sid = r.get("id")
+    if not isinstance(sid, str) or not sid:
+        raise SnapshotError(f"bad session record: 'id' is {sid!r:.100}")
+    problems = {
+        "ttl": _number(r.get("ttl")) and r["ttl"] > 0,
+        "remaining": _number(r.get("remaining")) and r["remaining"] >= 0,
+        "created_at": r.get("created_at") is None or _number(r["created_at"]),
+        "metadata": isinstance(r.get("metadata"), dict),
+        "programs": isinstance(r.get("programs"), dict),
+        "last_worker_id": r.get("last_worker_id") is None or isinstance(r["last_worker_id"], str),
+        "stats": r.get("stats") is None or isinstance(r["stats"], dict),
+        "state": r.get("state") is None or isinstance(r["state"], str),
+        "affinity": r.get("affinity") is None
+        or (
+            isinstance(r["affinity"], dict)
+            and all(isinstance(k, str) and isinstance(v, str) for k, v in r["affinity"].items())
+        ),
+    }
+    for field, ok in problems.items():
+        if not ok:
+            raise SnapshotError(
+                f"bad session record {sid!r}: {field!r} is {r.get(field, '<missing>')!r:.100}"
+            )
+
+
+def session_from(
+    r: dict[str, Any], transitions: Mapping[str, frozenset[str]], initial_state: str, now: float
+) -> Session:
+    """The session of a checked record, with exactly its remaining TTL left at `now`."""
+    state = r.get("state") or initial_state  # absent from pre-lifecycle snapshots
+    if state not in transitions:
+        raise SnapshotError(
+            f"session {r['id']!r} is in state {state!r}, which this store's transition table "
+            f"does not have ({', '.join(sorted(transitions))})"
+        )
+    ttl = float(r["ttl"])
+    return Session(
+        r["id"],
+        ttl,
+        float(r.get("created_at") or 0.0),
+        now - (ttl - min(ttl, float(r["remaining"]))),  # so that exactly `remaining` is left
+        r["metadata"],
+        r["programs"],
+        r.get("last_worker_id"),
+        dict(r.get("stats") or {"accesses": 0}),
+        bool(r.get("awaiting_input")),
+        now,
+        state,
+        dict(r.get("affinity") or {}),
+    )
 
 
 def _load(path: str | os.PathLike[str]) -> list[dict[str, Any]]:
@@ -100,25 +172,21 @@ def _load(path: str | os.PathLike[str]) -> list[dict[str, Any]]:
     if zlib.crc32(body) != crc:
         raise SnapshotError("snapshot corrupt: checksum mismatch")
     try:
-        doc = msgpack.unpackb(body, raw=False)
+        doc = msgpack.unpackb(body, raw=False, strict_map_key=False)
     except Exception as exc:
         raise SnapshotError(f"snapshot corrupt: {exc}") from None
-    if not isinstance(doc, dict) or doc.get("version") != VERSION:
+    if not isinstance(doc, dict):
+        raise SnapshotError(f"snapshot corrupt: the body is a {type(doc).__name__}, not a map")
+    if doc.get("version") != VERSION:
         raise SnapshotError(f"unsupported snapshot version: {doc.get('version')!r}")
     records = doc.get("sessions")
     if not isinstance(records, list):
         raise SnapshotError("snapshot corrupt: no session list")
     for r in records:
-        ok = (
-            isinstance(r, dict)
-            and isinstance(r.get("id"), str)
-            and isinstance(r.get("ttl"), int | float)
-            and isinstance(r.get("remaining"), int | float)
-            and isinstance(r.get("metadata"), dict)
-            and isinstance(r.get("programs"), dict)
-        )
-        if not ok:
-            raise SnapshotError(f"snapshot corrupt: bad session record {r!r:.200}")
+        try:
+            check_record(r)
+        except SnapshotError as exc:
+            raise SnapshotError(f"snapshot corrupt: {exc}") from None
     return records
 
 
@@ -132,19 +200,8 @@ def read_snapshot(
             f"snapshot holds {len(records)} sessions, above max_sessions={store.max_sessions}"
         )
     now = store.clock()
-    for r in records:
-        ttl = float(r["ttl"])
-        session = Session(
-            r["id"],
-            ttl,
-            float(r.get("created_at") or 0.0),
-            now - (ttl - float(r["remaining"])),  # so that exactly `remaining` is left
-            r["metadata"],
-            r["programs"],
-            r.get("last_worker_id"),
-            dict(r.get("stats") or {"accesses": 0}),
-            bool(r.get("awaiting_input")),
-            now,
-        )
+    # Every record becomes a session before the first is adopted: a bad state loads nothing.
+    sessions = [session_from(r, store.transitions, store.initial_state, now) for r in records]
+    for session in sessions:
         store._adopt(session)
     return store

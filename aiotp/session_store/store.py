@@ -1,4 +1,5 @@
-"""`SessionStore`: sessions with TTLs, a quota, affinity and background sweeps, on a `Table`.
+"""`SessionStore`: sessions with TTLs, a quota, affinity, a lifecycle, events and background
+sweeps, on a `Table`.
 
 ::
 
@@ -6,6 +7,10 @@
     s = store.create("user-1", ttl=7200, metadata={"user_id": "u1"})
     store.get("user-1")              # touches; SessionNotFound if absent or expired
     s = store.update("user-1", lambda s: s.put_program("model", "v2"))  # -> the updated session
+    store.transition("user-1", "running")   # along the transition table (lifecycle.py)
+    store.pin("user-1", "ml", "ml-0.3")     # per-pool affinity
+    async for ev in store.subscribe("user-1"): ...   # state, heartbeat, published, end (events.py)
+    data = store.export("user-1"); other.import_session(data)  # one session over (portable.py)
     async with store:                # or store.start() / await store.stop(): background sweeps
         ...
 
@@ -21,7 +26,11 @@ Guarantees and defaults:
   nothing stored. The copy is one level deep (`Session.copy`): never mutate a value held in
   ``metadata`` or ``programs``, replace it.
 - ``max_sessions=10_000``: `create` past it raises `SessionQuotaExceeded`; the check reserves a
-  place under one small lock, so concurrent creators can never overshoot.
+  place under one small lock, so concurrent creators can never overshoot. A full store first
+  reclaims expired sessions with one synchronous `sweep` (run outside that lock; concurrent
+  creators that find it full share one sweep) and retries once: expired sessions never cost a
+  create its place. The price: a create refused by a store full of *live* sessions costs one
+  sweep (a few ms per 10,000 sessions).
 - ``ttl=3600`` s since the last access (Snakepit's default); an expired session is absent at once
   for `get`/`update`/`touch`, and its place in the quota is freed by the next sweep or access.
 - ``sweep_interval=60`` s between background sweeps. `sweep()` is synchronous;
@@ -31,7 +40,10 @@ Guarantees and defaults:
   for that long is closed by the sweep with reason ``"gc"``.
 - Every removal calls the hooks registered with `on_remove(fn)` as ``fn(session_id, reason,
   session)`` with reason ``"expired"``, ``"deleted"`` or ``"gc"``, outside any lock; a hook
-  that raises is logged and skipped.
+  that raises is logged and skipped. The same removal sends each subscriber of the session one
+  ``"end"`` event with that reason, queued under the shard lock where the session is removed.
+- ``transitions`` (default `lifecycle.DEFAULT_TRANSITIONS`) and ``initial_state="pending"``:
+  the states a session moves through, checked at construction (see `lifecycle`).
 - ``clock=time.monotonic`` is injectable so tests never sleep for real TTLs.
 """
 
@@ -41,12 +53,16 @@ import asyncio
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 import attrs
 
+from aiotp.session_store.admission import Admission
 from aiotp.session_store.errors import SessionExists, SessionNotFound, SessionQuotaExceeded
+from aiotp.session_store.events import Events, _Registry
+from aiotp.session_store.lifecycle import Lifecycle, check_table, check_worker_id
+from aiotp.session_store.portable import Portable
 from aiotp.session_store.session import Session
 from aiotp.session_store.sweeping import Sweeping
 from aiotp.session_store.table import Table
@@ -68,6 +84,7 @@ class StoreStats:
     cleanup_runs: int
     max_sessions: int
     memory: int
+    subscribers: int = 0  # open event subscriptions, all sessions together
 
 
 def _positive(name: str, value: Any) -> float:
@@ -82,7 +99,7 @@ def _check_id(session_id: Any) -> str:
     return session_id
 
 
-class SessionStore(Sweeping):
+class SessionStore(Admission, Lifecycle, Events, Portable, Sweeping):
     """See the module docstring."""
 
     def __init__(
@@ -95,6 +112,8 @@ class SessionStore(Sweeping):
         clock: Callable[[], float] = time.monotonic,
         heartbeat_timeout: float | None = None,
         sweep_chunk: int = 1_000,
+        transitions: Mapping[str, Iterable[str]] | None = None,
+        initial_state: str = "pending",
     ) -> None:
         self.ttl = _positive("ttl", ttl)
         self.sweep_interval = _positive("sweep_interval", sweep_interval)
@@ -106,12 +125,16 @@ class SessionStore(Sweeping):
         )
         self.sweep_chunk = int(_positive("sweep_chunk", sweep_chunk))
         self.clock = clock
+        self.transitions, self.initial_state = check_table(transitions, initial_state)
         self._table = Table(shards)
         self._count = 0  # sessions held, expired or not: what the quota counts
         self._count_lock = threading.Lock()
         self._counters = {"created": 0, "deleted": 0, "expired": 0, "gc": 0, "cleanup_runs": 0}
         self._hooks: list[RemovalHook] = []
         self._sweeper: asyncio.Task[None] | None = None
+        self._subs = _Registry()
+        self._reclaim_lock = threading.Lock()
+        self._reclaims = 0  # sweeps run by creators that found the store full
 
     # -- creation ---------------------------------------------------------------------------
     def create(
@@ -124,45 +147,8 @@ class SessionStore(Sweeping):
         now = self.clock()
         session = Session(session_id, life, time.time(), now, dict(metadata or {}))
         session.last_heartbeat = now
-        mine = session.copy()  # the caller's copy; `session` is never touched once stored
-        t = self._table
-        i = t._slot(session_id)
-        # An expired session of the same id is replaced in place: it already holds a quota place.
-        with t._locks[i]:
-            shard = t._shards[i]
-            old = shard.get(session_id)
-            if old is not None and not old.expired(now):
-                raise SessionExists(f"session {session_id!r} already exists")
-            if old is not None:
-                shard[session_id] = session
-        if old is not None:
-            self._bump("created")
-            self._bump("expired")
-            self._notify(session_id, "expired", old)
-            return mine
-        with self._count_lock:
-            if self._count >= self.max_sessions:
-                raise SessionQuotaExceeded(
-                    f"cannot create session {session_id!r}: the store holds "
-                    f"{self._count} sessions (max_sessions={self.max_sessions})"
-                )
-            self._count += 1  # reserved before insertion: concurrent creators cannot overshoot
-        with t._locks[i]:
-            shard = t._shards[i]
-            raced = shard.get(session_id)
-            taken = raced is not None and not raced.expired(now)
-            if not taken:
-                shard[session_id] = session
-        if taken or raced is not None:
-            with self._count_lock:
-                self._count -= 1  # our reservation (taken), or the expired one we replaced
-        if taken:
-            raise SessionExists(f"session {session_id!r} already exists")
-        self._bump("created")
-        if raced is not None:
-            self._bump("expired")
-            self._notify(session_id, "expired", raced)
-        return mine
+        session.state = self.initial_state
+        return self._insert(session, now)
 
     def get_or_create(
         self, session_id: str, ttl: float | None = None, metadata: dict[str, Any] | None = None
@@ -196,6 +182,7 @@ class SessionStore(Sweeping):
             dead = None
             if session is not None and session.expired(now):
                 del shard[session_id]
+                self._ended(session_id, "expired", now)
                 dead, session = session, None
             elif session is not None and change is not None:
                 session = shard[session_id] = change(session, now)
@@ -233,16 +220,31 @@ class SessionStore(Sweeping):
             draft.stats["accesses"] = draft.stats.get("accesses", 0) + 1
             result = fn(draft)
             if isinstance(result, Session) and result is not draft:
-                return result.copy()  # fn may keep a reference to what it returned
+                draft = result.copy()  # fn may keep a reference to what it returned
+            if draft.state != stored.state:  # the table is the only way between states
+                raise ValueError(
+                    f"session {session_id!r}: update() may not change state "
+                    f"({stored.state} -> {draft.state}); use transition()"
+                )
             return draft
 
         return self._live(session_id, apply).copy()
 
     def set_affinity(self, session_id: str, worker_id: str | None) -> None:
-        self._assign(session_id, last_worker_id=worker_id)
+        """Record the worker that served the session last (see `pin` for per-pool affinity)."""
+        self._assign(session_id, last_worker_id=check_worker_id(worker_id))
 
     def heartbeat(self, session_id: str) -> None:
-        self._assign(session_id, last_heartbeat=self.clock())
+        """The session's client is alive: touches it, restarts the heartbeat GC's clock, and
+        sends its subscribers a ``"heartbeat"`` event."""
+
+        def beat(stored: Session, now: float) -> Session:
+            new = stored._touched(now)
+            new.last_heartbeat = now
+            self._emit(session_id, "heartbeat", {}, now)
+            return new
+
+        self._live(session_id, beat)
 
     def set_awaiting_input(self, session_id: str, awaiting: bool = True) -> None:
         self._assign(session_id, awaiting_input=awaiting, last_heartbeat=self.clock())
@@ -261,10 +263,16 @@ class SessionStore(Sweeping):
     def delete(self, session_id: str) -> bool:
         """Remove a session; True if a live one was there."""
         _check_id(session_id)
-        session = self._table.take(session_id)
+        t = self._table
+        i = t._slot(session_id)
+        now = self.clock()
+        with t._locks[i]:
+            session = t._shards[i].pop(session_id, None)
+            if session is not None:
+                reason = "expired" if session.expired(now) else "deleted"
+                self._ended(session_id, reason, now)
         if session is None:
             return False
-        reason = "expired" if session.expired(self.clock()) else "deleted"
         self._forget(session_id, reason, session)
         return reason == "deleted"
 
@@ -325,6 +333,7 @@ class SessionStore(Sweeping):
             cleanup_runs=c["cleanup_runs"],
             max_sessions=self.max_sessions,
             memory=self._table.info().memory,
+            subscribers=self._subs.count(),
         )
 
     # -- persistence (see aiotp.session_store.snapshot) -------------------------------------

@@ -4,7 +4,9 @@ Kept apart from the store's single-session operations (store.py). A sweep takes 
 lock only while it removes one chunk of that shard's keys (``sweep_chunk``, default 1,000), and
 `sweep_async` yields to the loop between chunks, so a sweep of a million sessions never holds a
 lock, or the loop, for more than a few milliseconds. Bookkeeping (the quota's count, the
-counters) happens once per chunk; removal hooks run outside every lock.
+counters) happens once per chunk; removal hooks run outside every lock. Each removed session's
+subscribers get their ``"end"`` event under the shard lock, where the session is removed, so it
+fires once even when an access finds the same session expired at the same time.
 
 `start`/`stop` run the sweeps as a task for a store used on its own; the runtime's default store
 is swept by a runtime job instead (`aiotp.session_store.runtime_store`).
@@ -47,6 +49,9 @@ class Sweeping:
     def _bump(self, counter: str, n: int = 1) -> None:
         raise NotImplementedError
 
+    def _ended(self, session_id: str, reason: str, now: float) -> None:
+        raise NotImplementedError
+
     def _doomed(self, session: Session, now: float) -> str | None:
         if session.expired(now):
             return "expired"
@@ -67,6 +72,7 @@ class Sweeping:
                 reason = self._doomed(session, now)
                 if reason is not None:
                     del shard[key]
+                    self._ended(key, reason, now)
                     removed.append((key, reason, session))
         if removed:
             # One bookkeeping step per chunk, not per session: this is the sweep's hot loop.

@@ -389,12 +389,14 @@ def test_session_copy_copies_every_field_and_shares_no_dict() -> None:
         "stats": {"accesses": 3},
         "awaiting_input": True,
         "last_heartbeat": 4.0,
+        "state": "running",
+        "affinity": {"ml": "w-1"},
     }
     assert sorted(values) == sorted(f.name for f in attrs.fields(aiotp.Session))
     original = aiotp.Session(**values)
     copy = original.copy()
     assert attrs.asdict(copy) == values
-    for name in ("metadata", "programs", "stats"):
+    for name in ("metadata", "programs", "stats", "affinity"):
         assert getattr(copy, name) is not getattr(original, name)
 
 
