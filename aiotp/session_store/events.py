@@ -161,22 +161,34 @@ class _Subscriber:
             with contextlib.suppress(RuntimeError):  # its loop is closed: nobody waits
                 loop.call_soon_threadsafe(_wake, waiter)
 
+    def _take(self) -> SessionEvent | None:
+        """The next event, None if none is queued yet; StopAsyncIteration or SubscriberLagged
+        when the subscription is over. Call under `_lock`."""
+        queue = self._queue
+        if self.phase is _Phase.CLOSED:
+            raise StopAsyncIteration
+        if self._dropped:
+            n, self._dropped = self._dropped, 0
+            at = queue[0].at if queue else 0.0
+            return SessionEvent(self.session_id, "lagged", {"dropped": n}, at)
+        if queue:
+            return queue.popleft()
+        if self.phase is _Phase.LAGGED:
+            raise SubscriberLagged(self.session_id, self.max_queue)
+        if self.phase is _Phase.ENDED:
+            raise StopAsyncIteration
+        return None
+
+    def take_nowait(self) -> SessionEvent | None:
+        with self._lock:
+            return self._take()
+
     async def next(self) -> SessionEvent:
         while True:
             with self._lock:
-                queue = self._queue
-                if self.phase is _Phase.CLOSED:
-                    raise StopAsyncIteration
-                if self._dropped:
-                    n, self._dropped = self._dropped, 0
-                    at = queue[0].at if queue else 0.0
-                    return SessionEvent(self.session_id, "lagged", {"dropped": n}, at)
-                if queue:
-                    return queue.popleft()
-                if self.phase is _Phase.LAGGED:
-                    raise SubscriberLagged(self.session_id, self.max_queue)
-                if self.phase is _Phase.ENDED:
-                    raise StopAsyncIteration
+                event = self._take()
+                if event is not None:
+                    return event
                 if self._waiter is not None:
                     raise RuntimeError(
                         f"subscription to session {self.session_id!r} is already being read "
@@ -261,6 +273,7 @@ class Subscription:
     def __init__(self, registry: _Registry, sub: _Subscriber) -> None:
         self._registry = registry
         self._sub = sub
+        self._over = False
         # Dropping the subscription (a `break` out of ``async for store.subscribe(...)``)
         # unsubscribes: the registry holds only `sub`, so nothing keeps `self` alive.
         self._finalizer = weakref.finalize(self, registry.discard, sub, blocking=False)
@@ -273,6 +286,12 @@ class Subscription:
     def __aiter__(self) -> Self:
         return self
 
+    @property
+    def closed(self) -> bool:
+        """True once the subscription is over: its end read, closed, or lagged out."""
+        s = self._sub
+        return self._over or s.phase is _Phase.LAGGED or (s.phase is _Phase.ENDED and not s._queue)
+
     async def __anext__(self) -> SessionEvent:
         try:
             return await self._sub.next()
@@ -280,8 +299,24 @@ class Subscription:
             self.close()
             raise
 
+    def get_nowait(self) -> SessionEvent:
+        """The next queued event without waiting (any thread); `asyncio.QueueEmpty` if none is
+        queued (check `closed` to tell "not yet" from "never"); `SubscriberLagged` as a read."""
+        try:
+            event = self._sub.take_nowait()
+        except SubscriberLagged:
+            self.close()
+            raise
+        except StopAsyncIteration:
+            self.close()
+            raise asyncio.QueueEmpty from None
+        if event is None:
+            raise asyncio.QueueEmpty
+        return event
+
     def close(self) -> None:
         """Unsubscribe now (idempotent); a pending or later read stops iteration."""
+        self._over = True
         if self._finalizer.detach() is not None:
             self._sub.close()
             self._registry.discard(self._sub)
@@ -322,6 +357,8 @@ class Events:
         if overflow not in OVERFLOW_POLICIES:
             raise ValueError(f"overflow must be one of {OVERFLOW_POLICIES}, got {overflow!r}")
         sub = _Subscriber(session_id, max_queue, overflow)
+        with contextlib.suppress(RuntimeError):  # no loop yet: bound when it first waits
+            sub._loop = asyncio.get_running_loop()  # so that a closed loop is noticed at once
 
         def register(stored: Session, now: float) -> Session:
             # Under the shard lock: a removal of this session either comes before (we raise
