@@ -227,6 +227,31 @@ def test_the_default_table_is_read_only() -> None:
         DEFAULT_TRANSITIONS["done"] = frozenset({"running"})  # type: ignore[index]
 
 
+def race(store: aiotp.SessionStore, sid: str, targets: list[str]) -> list[str]:
+    """Each target in its own thread, all released at once; returns the targets that won."""
+    barrier = threading.Barrier(len(targets))
+    won: list[str] = []
+    lost: list[aiotp.IllegalTransition] = []
+
+    def move(target: str) -> None:
+        barrier.wait(5)
+        try:
+            store.transition(sid, target)
+            won.append(target)
+        except aiotp.IllegalTransition as exc:
+            lost.append(exc)
+
+    threads = [threading.Thread(target=move, args=(t,)) for t in targets]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(10)
+    assert not any(t.is_alive() for t in threads), "a thread missed its deadline"
+    assert len(won) + len(lost) == len(targets)
+    assert all(e.from_state == store.peek(sid).state for e in lost)
+    return won
+
+
 @pytest.mark.usefixtures("fast_switching")
 def test_of_eight_threads_racing_pending_to_running_exactly_one_wins() -> None:
     """Check-then-set outside the lock would let several threads all see "pending"; under the
@@ -235,25 +260,7 @@ def test_of_eight_threads_racing_pending_to_running_exactly_one_wins() -> None:
     for round_ in range(50):
         sid = f"job-{round_}"
         store.create(sid)
-        barrier = threading.Barrier(8)
-        wins: list[str] = []
-        losses: list[aiotp.IllegalTransition] = []
-
-        def race(name: str, sid: str = sid, barrier: threading.Barrier = barrier) -> None:
-            barrier.wait(5)
-            try:
-                store.transition(sid, "running")
-                wins.append(name)
-            except aiotp.IllegalTransition as exc:
-                losses.append(exc)
-
-        threads = [threading.Thread(target=race, args=(f"t{i}",)) for i in range(8)]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join(10)
-        assert len(wins) == 1 and len(losses) == 7, (wins, losses)
-        assert all(e.from_state == "running" for e in losses)
+        assert len(race(store, sid, ["running"] * 8)) == 1
         assert store.peek(sid).stats["accesses"] == 1  # one transition committed, one touch
 
 
@@ -264,20 +271,5 @@ def test_competing_terminal_transitions_commit_exactly_one_outcome() -> None:
         sid = f"job-{round_}"
         store.create(sid)
         store.transition(sid, "running")
-        barrier = threading.Barrier(3)
-        won: list[str] = []
-
-        def finish(target: str, sid: str = sid, barrier: threading.Barrier = barrier) -> None:
-            barrier.wait(5)
-            try:
-                store.transition(sid, target)
-                won.append(target)
-            except aiotp.IllegalTransition:
-                pass
-
-        threads = [threading.Thread(target=finish, args=(t,)) for t in ("done", "failed", "aborted")]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join(10)
+        won = race(store, sid, ["done", "failed", "aborted"])
         assert len(won) == 1 and store.peek(sid).state == won[0]
