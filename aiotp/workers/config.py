@@ -6,6 +6,10 @@ Defaults and why:
 - ``Heartbeat(interval=2.0, timeout=10.0, max_missed=3)``: a ping every 2 s, a pong later than
   10 s is a miss, 3 misses replace the worker; a hung worker is caught within about
   ``interval * max_missed + timeout`` seconds without killing workers that are merely slow.
+- ``Heartbeat(dependent=True)``: a worker that misses ``max_missed`` heartbeats is killed and
+  replaced (OTP's link: the pool depends on its workers answering). ``dependent=False`` only
+  reports it (one WARNING, then one INFO when it answers again) and keeps it serving: for
+  tools that legitimately hold every thread of a worker for longer than the timeout.
 - ``checkout_timeout=5.0``: as long as a GenServer call timeout; a caller waiting longer for a free
   worker is better told `CheckoutTimeout` than left hanging.
 - ``max_queue=1000``: callers queue when every worker is busy, but not without limit: past it
@@ -94,11 +98,18 @@ def _positive_int(name: str, optional: bool = False) -> Any:
 @attrs.frozen
 class Heartbeat:
     """How a pool watches its workers: ping every `interval`, a pong later than `timeout` is a
-    miss, `max_missed` misses in a row kill the worker (its supervisor starts a new one)."""
+    miss, `max_missed` misses in a row kill the worker (its supervisor starts a new one), or,
+    with ``dependent=False``, only report it as unhealthy until it answers again."""
 
     interval: float = attrs.field(default=2.0, validator=_positive("Heartbeat.interval"))
     timeout: float = attrs.field(default=10.0, validator=_positive("Heartbeat.timeout"))
     max_missed: int = attrs.field(default=3, validator=_positive_int("Heartbeat.max_missed"))
+    dependent: bool = attrs.field(default=True)
+
+    @dependent.validator
+    def _check_dependent(self, _attr: Any, value: Any) -> None:
+        if not isinstance(value, bool):
+            raise TypeError(f"Heartbeat.dependent must be a bool, got {value!r}")
 
 
 @attrs.frozen

@@ -9,7 +9,18 @@ overlap, so a hung worker is caught within about ``interval * (max_missed - 1) +
 Pings are answered by the worker's own execution lane (behind the requests it is running), so a
 worker whose every thread is stuck, whether in a tool that holds the GIL or one that sleeps
 forever, is caught; a tool that legitimately runs longer than ``timeout`` on every thread of a
-worker looks the same, so size the heartbeat for your slowest tool or pass ``heartbeat=None``.
+worker looks the same, so size the heartbeat for your slowest tool, pass ``heartbeat=None``, or
+make it ``Heartbeat(dependent=False)``.
+
+``dependent=False`` keeps the pings but not the kill: at ``max_missed`` misses the worker is
+reported unhealthy (one WARNING line and the telemetry event
+``("aiotp", "pool", "heartbeat", "unhealthy")``) and keeps serving; its first pong after that
+is reported as a recovery (INFO and ``("aiotp", "pool", "heartbeat", "recovered")``). The
+pool still routes requests to it meanwhile: "not dependent" means its health is observed,
+not acted on. A worker that really died is still replaced (its actor sees the process end).
+
+    await rt.start_pool("ml", MLAdapter, profile="process",
+                        heartbeat=aiotp.Heartbeat(timeout=30.0, dependent=False))
 """
 
 from __future__ import annotations
@@ -37,6 +48,7 @@ class HeartbeatMonitor(Actor):
         self.config = config
         self.pool = pool
         self.missed = 0
+        self.unhealthy = False  # dependent=False: reported unhealthy, not yet recovered
         self.pings: set[Any] = set()  # aiojobs.Job: pings overlap, each one a runtime job
         self.send_after(config.interval, "tick")
 
@@ -48,7 +60,10 @@ class HeartbeatMonitor(Actor):
             self.pings.add(job)
             self.send_after(self.config.interval, "tick")
         elif msg == "pong":
-            self.missed = 0
+            missed, self.missed = self.missed, 0
+            if self.unhealthy:
+                self.unhealthy = False
+                self._report("recovered", missed)
         elif msg == "miss":
             self.missed += 1
             telemetry.execute(
@@ -56,7 +71,11 @@ class HeartbeatMonitor(Actor):
                 {"missed": self.missed},
                 {"pool": self.pool, "worker_id": self.handle.worker_id},
             )
-            if self.missed >= self.config.max_missed:
+            if self.missed >= self.config.max_missed and not self.config.dependent:
+                if not self.unhealthy:  # one report per episode, not one per missed ping
+                    self.unhealthy = True
+                    self._report("unhealthy", self.missed)
+            elif self.missed >= self.config.max_missed:
                 _log.warning(
                     "pool %r: worker %s (pid %s) missed %d heartbeats; killing and replacing it",
                     self.pool,
@@ -70,6 +89,30 @@ class HeartbeatMonitor(Actor):
                         f"{self.missed} heartbeats (timeout {self.config.timeout} s)"
                     )
                 )
+
+    def _report(self, state: str, missed: int) -> None:
+        handle = self.handle
+        if state == "unhealthy":
+            _log.warning(
+                "pool %r: worker %s (pid %s) missed %d heartbeats; keeping it (dependent=False)",
+                self.pool,
+                handle.worker_id,
+                handle.pid,
+                missed,
+            )
+        else:
+            _log.info(
+                "pool %r: worker %s (pid %s) answers heartbeats again after %d missed",
+                self.pool,
+                handle.worker_id,
+                handle.pid,
+                missed,
+            )
+        telemetry.execute(
+            ("aiotp", "pool", "heartbeat", state),
+            {"missed": missed},
+            {"pool": self.pool, "worker_id": handle.worker_id, "pid": handle.pid},
+        )
 
     async def _ping(self) -> None:
         try:
