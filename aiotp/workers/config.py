@@ -44,6 +44,11 @@ Defaults and why:
 - ``max_restarts=None`` (10 per worker) in ``max_seconds=5.0``: pools expect a worker to die now
   and then (OOM, a segfaulting library, a kill by the heartbeat), so their intensity is higher
   than a supervisor's default of 3; a pool whose workers crash faster still escalates.
+- ``max_memory_mb=None``: no memory limit. When set (process workers only: a thread worker
+  shares the pool's process, whose memory is not its own), each worker's resident set size is
+  read from ``/proc/<pid>/statm`` at every heartbeat interval (every 2 s with
+  ``heartbeat=None``), and a worker past the limit is recycled gracefully, like ``ttl``. A leak
+  thus costs a restart, not an OOM kill that fails every request the worker held.
 """
 
 from __future__ import annotations
@@ -139,6 +144,7 @@ class PoolConfig:
     preload: bool = attrs.field(default=True)
     cancel_grace: float = attrs.field(default=2.0, validator=_positive("cancel_grace"))
     overrun: str = attrs.field(default="recycle")
+    max_memory_mb: float | None = attrs.field(default=None)
     affinity: str = attrs.field(default="hint")
     retry: Any = attrs.field(default=None)
 
@@ -150,6 +156,17 @@ class PoolConfig:
     def _check_retry(self, _attr: Any, value: Any) -> None:
         check_retry(value)
 
+    @max_memory_mb.validator
+    def _check_max_memory_mb(self, _attr: Any, value: Any) -> None:
+        if value is None:
+            return
+        _positive("max_memory_mb")(self, _attr, value)
+        if self.profile == "thread":
+            raise ValueError(
+                "max_memory_mb applies to profile='process' only: a thread worker shares the "
+                "pool's process and its memory, so no worker's own memory can be measured or "
+                "reclaimed by recycling it"
+            )
 
     @overrun.validator
     def _check_overrun(self, _attr: Any, value: Any) -> None:

@@ -7,6 +7,10 @@ graceful stop (``"normal"``/``"shutdown"``: in-flight requests finish within the
 ``"kill"``, an immediate kill from `on_exit` — the way an Erlang port dies with its owner.
 When the worker dies on its own (its process exited, was SIGKILLed, or broke the protocol) the
 actor crashes with `WorkerCrashed`, and the pool's supervisor starts a replacement.
+
+It also samples its worker's memory when the pool has ``max_memory_mb`` (see memory.py): on its
+own timer at the heartbeat's pace rather than in the heartbeat monitor, because recycling
+needs the worker's slot, which this actor owns, and it must work with ``heartbeat=None`` too.
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ from aiotp.runtime.messages import is_normal_exit
 from aiotp.workers.dispatcher import WorkerSlot
 from aiotp.workers.errors import WorkerCrashed
 from aiotp.workers.heartbeat import HeartbeatMonitor
+from aiotp.workers.memory import exceeded, sample_interval
 
 if TYPE_CHECKING:
     import asyncio
@@ -76,6 +81,8 @@ class WorkerActor(Actor):
             pool.reconcile(index)  # a replacement may have joined while we started
         if pool.config.ttl is not None:
             self.send_after(pool.config.ttl, "recycle")
+        if pool.config.max_memory_mb is not None:
+            self.send_after(sample_interval(pool.config), "memory")
         telemetry.execute(
             ("aiotp", "pool", "worker", "spawned"),
             {"count": 1},
@@ -106,6 +113,10 @@ class WorkerActor(Actor):
             self.stop(WorkerCrashed(f"worker {self.handle.worker_id} exited: {msg[1]}"))
         if msg == "recycle" and self.slot is not None:
             self.pool.recycle(self.slot)
+        elif msg == "memory" and self.slot is not None and not self.slot.draining:
+            # Once past the limit it is being replaced: no more samples, no repeated warnings.
+            if not exceeded(self.pool, self.slot):
+                self.send_after(sample_interval(self.pool.config), "memory")
         elif (
             msg in ("retire", "drained")
             and self.slot is not None

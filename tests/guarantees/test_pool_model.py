@@ -26,6 +26,7 @@ import time
 from typing import Any
 
 import pytest
+from dispatch_checks import check_dispatcher
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, rule
@@ -244,6 +245,7 @@ class PoolMachine(RuleBasedStateMachine):
     @invariant()
     def the_books_balance(self) -> None:
         pool = self._pool()
+        check_dispatcher(pool)
         stats = pool.stats()
         slots = list(pool.dispatcher.slots)
         assert stats.busy == sum(s.in_flight for s in slots)
