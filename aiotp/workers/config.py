@@ -49,6 +49,9 @@ Defaults and why:
   read from ``/proc/<pid>/statm`` at every heartbeat interval (every 2 s with
   ``heartbeat=None``), and a worker past the limit is recycled gracefully, like ``ttl``. A leak
   thus costs a restart, not an OOM kill that fails every request the worker held.
+- Recycling (``ttl``, ``max_requests``, ``max_memory_mb``) whose replacement fails to start is
+  retried after 1 s, doubling up to 30 s (or ``ttl`` when shorter); the old worker keeps
+  serving meanwhile (up to its ``max_requests`` bound), so a flaky start costs no capacity.
 """
 
 from __future__ import annotations

@@ -45,6 +45,9 @@ __all__ = [
 
 _log = logging.getLogger("aiotp.pool")
 
+REPLACE_BACKOFF_FIRST = 1.0  # seconds before the first retry of a failed replacement
+REPLACE_BACKOFF_MAX = 30.0
+
 
 class PoolManager(Actor):
     """Starts the pool's workers in batches and replaces the ones being recycled."""
@@ -63,12 +66,37 @@ class PoolManager(Actor):
 
     async def handle_cast(self, msg: Any) -> None:
         if isinstance(msg, tuple) and msg[0] == "replace":
-            # A background job: the manager's mailbox stays free while a worker starts.
-            await self.runtime.jobs.spawn(
-                self._replace(msg[1]), name=f"pool {self.pool.name!r} replacement"
-            )
+            await self._start_replacing(msg[1], 0.0)
 
-    async def _replace(self, slot: WorkerSlot) -> None:
+    async def handle_info(self, msg: Any) -> None:
+        if isinstance(msg, tuple) and msg[0] == "replace":
+            # A retry after a failed replacement (see _replace).
+            _, slot, delay = msg
+            if _retired(slot):
+                # It died (its restart is a fresh worker) or was retired meanwhile.
+                slot.recycling = False
+                _log.info(
+                    "pool %r: %s went away; no more replacement attempts for it",
+                    self.pool.name,
+                    slot,
+                )
+                return
+            await self._start_replacing(slot, delay)
+
+    async def _start_replacing(self, slot: WorkerSlot, delay: float) -> None:
+        # A background job: the manager's mailbox stays free while a worker starts.
+        await self.runtime.jobs.spawn(
+            self._replace(slot, delay), name=f"pool {self.pool.name!r} replacement"
+        )
+
+    def _backoff(self, delay: float) -> float:
+        """The wait before the next try: 1 s, doubling, at most 30 s or ``ttl`` if shorter
+        (an old worker should not outlive its ttl by much more than one ttl)."""
+        ttl = self.pool.config.ttl
+        cap = min(REPLACE_BACKOFF_MAX, ttl) if ttl is not None else REPLACE_BACKOFF_MAX
+        return min(cap, delay * 2 if delay else REPLACE_BACKOFF_FIRST)
+
+    async def _replace(self, slot: WorkerSlot, delay: float = 0.0) -> None:
         if not self.runtime.running:
             slot.recycling = False  # the runtime is stopping: the old worker stops with it
             return
@@ -77,20 +105,36 @@ class PoolManager(Actor):
                 worker_spec(self.pool, slot.index, recycling=True), timeout=None
             )
         except Exception as exc:
-            slot.recycling = False
             if not self.runtime.running or not self.ref.alive:
+                slot.recycling = False
                 return  # the pool or the runtime is going away: nothing to replace
-            _log.warning(
-                "pool %r: could not start a replacement for %s: %r",
-                self.pool.name,
-                slot,
-                exc,
-                exc_info=exc,
-            )
             if slot.overrun and slot.ref is not None:
+                slot.recycling = False
+                _log.warning(
+                    "pool %r: could not start a replacement for %s: %r; killing it anyway",
+                    self.pool.name,
+                    slot,
+                    exc,
+                    exc_info=exc,
+                )
                 # It runs a tool nobody waits for and must go even without a stand-in; its
                 # supervisor restarts it.
                 self.runtime.exit(slot.ref, "kill")
+                return
+            delay = self._backoff(delay)
+            _log.warning(
+                "pool %r: could not start a replacement for %s: %r; retrying in %.1f s",
+                self.pool.name,
+                slot,
+                exc,
+                delay,
+                exc_info=exc,
+            )
+            # The old worker keeps serving meanwhile, and slot.recycling stays set so that no
+            # second replacement starts (max_requests asks again after every request). The
+            # retry is a message to ourselves, not a sleep in this job, so that a shutdown
+            # already in the mailbox wins and the delay holds no job open.
+            self.send_after(delay, ("replace", slot, delay))
             return
         self.pool.dispatcher.drain(slot)  # the replacement serves now: no new work for it
         self.pool.emit_recycled(slot)
@@ -155,6 +199,11 @@ class PoolSupervisor(Supervisor):
         pool.router.detach()
         pool.kill_prestarted()
         pool.close_zygote()
+
+
+def _retired(slot: WorkerSlot) -> bool:
+    """Whether `slot` no longer needs a replacement: its worker is gone or already leaving."""
+    return slot.draining or slot.handle.closed.done() or slot.ref is None or not slot.ref.alive
 
 
 def workers_name(pool: str) -> tuple[str, str, str]:
