@@ -243,8 +243,9 @@ class Dispatcher:
         slot.started += 1
         if self._renew_at is not None and slot.started >= self._renew_at:
             assert self.max_requests is not None
-            if slot.started >= self.max_requests:
+            if slot.started >= self.max_requests and not slot.exhausted:
                 slot.exhausted = True  # the bound: not one request more
+                self._lose_pins(slot, "reached max_requests")
             if self.on_wear is not None:
                 self.on_wear(slot)  # start its replacement (once)
         self._reindex(slot)

@@ -144,7 +144,10 @@ class SessionRouter:
         slot = self.pins.get(session_id)
         if slot is None:
             slot = self._adopt(session_id, record, strict)
-        elif session_id in self.lost or not d.accepting(slot):
+        elif not d.accepting(slot):
+            # Dead but not yet removed, or retiring (max_requests): it will never serve the
+            # session again, so its state is as good as gone.
+            self._slot_gone(slot)
             slot = None
         if slot is None and session_id in self.lost:
             worker = self.lost.pop(session_id)

@@ -313,3 +313,16 @@ async def test_bad_affinity_and_session_input_are_refused(rt: aiotp.Runtime) -> 
         await rt.execute("p", "bump", {}, session=7)  # type: ignore[arg-type]
     with pytest.raises(TypeError, match=r"aiotp\.Retry"):
         await rt.execute("p", "bump", {}, retry=3)
+
+
+async def test_a_strict_session_on_a_worker_at_max_requests_is_told(
+    rt: aiotp.Runtime, profile: str
+) -> None:
+    """A worker that reached max_requests never serves its sessions again: they learn it
+    (SessionWorkerLost) rather than being moved silently without their state."""
+    await _start(rt, profile, size=2, affinity="strict_queue", max_requests=3)
+    for expected in (1, 2, 3):
+        assert (await rt.execute("p", "bump", {}, session="a"))["count"] == expected
+    with pytest.raises(aiotp.SessionWorkerLost):
+        await rt.execute("p", "bump", {}, session="a")
+    assert (await rt.execute("p", "bump", {}, session="a"))["count"] == 1
