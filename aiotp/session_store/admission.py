@@ -14,19 +14,24 @@ notifications are right once:
   an access removes them, so the first creator to find the store full runs one synchronous
   `sweep` (outside the count lock, which the sweep takes once per chunk; removal hooks fire once
   per removed session) and retries its reservation once; only then is `SessionQuotaExceeded`
-  raised. Creators that find it full at the same time share that one sweep.
+  raised. Creators that find it full at the same time share that one sweep, and a sweep that
+  freed nothing is not run again for ``RECLAIM_PAUSE`` (1 s): a flood of creates on a store full
+  of live sessions costs one sweep a second, not one each.
 """
 
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from aiotp.session_store.errors import SessionExists, SessionQuotaExceeded
 from aiotp.session_store.session import Session
 from aiotp.session_store.table import Table
 
-__all__ = ["Admission"]
+__all__ = ["RECLAIM_PAUSE", "Admission"]
+
+RECLAIM_PAUSE = 1.0  # seconds between two reclaim sweeps when the last one freed nothing
 
 
 class Admission:
@@ -37,6 +42,8 @@ class Admission:
     _count_lock: threading.Lock
     _reclaim_lock: threading.Lock
     _reclaims: int
+    _fruitless_at: float | None
+    clock: Callable[[], float]
     max_sessions: int
 
     if TYPE_CHECKING:  # provided by the store and its other halves; no stub may shadow them
@@ -97,10 +104,14 @@ class Admission:
         # expired). Reclaim them with one sweep, run outside the count lock (the sweep takes it
         # once per chunk), and retry once. Creators that find the store full at the same time
         # share one sweep: whoever waited for another's sweep retries on its result.
+        # A sweep that freed nothing is not repeated for RECLAIM_PAUSE seconds: a flood of
+        # creates on a store full of live sessions must not cost a full sweep each.
         seen = self._reclaims
         with self._reclaim_lock:
-            if self._reclaims == seen:
-                self.sweep()
+            now = self.clock()
+            fruitless = self._fruitless_at
+            if self._reclaims == seen and (fruitless is None or now - fruitless >= RECLAIM_PAUSE):
+                self._fruitless_at = None if self.sweep() else now
                 self._reclaims += 1
         if not self._take_place():
             raise SessionQuotaExceeded(

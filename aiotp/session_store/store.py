@@ -135,6 +135,7 @@ class SessionStore(Admission, Lifecycle, Events, Portable, Sweeping):
         self._subs = _Registry()
         self._reclaim_lock = threading.Lock()
         self._reclaims = 0  # sweeps run by creators that found the store full
+        self._fruitless_at: float | None = None  # when the last of them freed nothing
 
     # -- creation ---------------------------------------------------------------------------
     def create(

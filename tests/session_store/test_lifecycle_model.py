@@ -16,6 +16,7 @@ from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, rule
 
 import aiotp
+from aiotp.session_store.admission import RECLAIM_PAUSE
 from aiotp.session_store.lifecycle import DEFAULT_TRANSITIONS
 
 IDS = st.sampled_from(["a", "b", "c"])
@@ -28,6 +29,7 @@ class LifecycleMachine(RuleBasedStateMachine):
         super().__init__()
         self.now = 0.0
         self.store = aiotp.SessionStore(ttl=TTL, max_sessions=3, clock=lambda: self.now)
+        self.fruitless_at: float | None = None  # the last reclaim that freed nothing
         self.model: dict[str, dict[str, Any]] = {}  # held sessions: state, last access
         self.subs: list[tuple[aiotp.Subscription, list[tuple[str, Any]]]] = []
         self.expect: dict[int, list[tuple[str, Any]]] = {}
@@ -55,9 +57,12 @@ class LifecycleMachine(RuleBasedStateMachine):
                 self.store.create(sid)
             return
         self.drop_if_expired(sid)
-        if len(self.model) >= 3:  # full: the store reclaims the expired ones first
-            for other in [s for s in self.model if not self.live(s)]:
+        paused = self.fruitless_at is not None and self.now - self.fruitless_at < RECLAIM_PAUSE
+        if len(self.model) >= 3 and not paused:  # full: the store reclaims expired ones first
+            dead = [s for s in self.model if not self.live(s)]
+            for other in dead:
                 self.removed(other, "expired")
+            self.fruitless_at = None if dead else self.now
         if len(self.model) >= 3:
             with pytest.raises(aiotp.SessionQuotaExceeded):
                 self.store.create(sid)

@@ -97,3 +97,21 @@ def test_concurrent_creators_on_a_full_store_never_overshoot() -> None:
     assert results.count("ok") == 50 and results.count("full") == 110
     assert len(store) == 50 and len(store.ids()) == 50
     assert sorted(removed) == sorted(f"old-{i}" for i in range(50))  # each removed once
+
+
+def test_a_flood_of_creates_on_a_full_live_store_sweeps_once_a_second() -> None:
+    """Refusing costs a sweep only when the last one freed something or a second passed: a
+    flood of refused creates must not sweep the whole store each."""
+    now = [0.0]
+    store = aiotp.SessionStore(ttl=60, max_sessions=3, clock=lambda: now[0])
+    for i in range(3):
+        store.create(f"live{i}")
+    sweeps = store.stats().cleanup_runs
+    for i in range(100):
+        with pytest.raises(aiotp.SessionQuotaExceeded):
+            store.create(f"new{i}")
+    assert store.stats().cleanup_runs == sweeps + 1
+    now[0] += 1.0
+    with pytest.raises(aiotp.SessionQuotaExceeded):
+        store.create("later")
+    assert store.stats().cleanup_runs == sweeps + 2

@@ -10,6 +10,7 @@ from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, rule
 
 import aiotp
+from aiotp.session_store.admission import RECLAIM_PAUSE
 
 IDS = st.sampled_from(["a", "b", "c", "d", "e"])
 
@@ -20,6 +21,7 @@ class StoreMachine(RuleBasedStateMachine):
         self.now = 0.0
         self.store = aiotp.SessionStore(ttl=10, max_sessions=3, clock=lambda: self.now)
         self.model: dict[str, float] = {}  # id -> last access time (held, expired or not)
+        self.fruitless_at: float | None = None  # the last reclaim that freed nothing
 
     def live(self, sid: str) -> bool:
         return sid in self.model and self.now - self.model[sid] <= 10
@@ -30,9 +32,13 @@ class StoreMachine(RuleBasedStateMachine):
             with pytest.raises(aiotp.SessionExists):
                 self.store.create(sid)
         elif sid not in self.model and len(self.model) >= 3:
-            # A full store reclaims its expired sessions (one sweep) before it refuses.
-            for dead in [s for s in self.model if not self.live(s)]:
-                del self.model[dead]
+            # A full store reclaims its expired sessions (one sweep) before it refuses, unless
+            # its last reclaim freed nothing less than RECLAIM_PAUSE ago.
+            if self.fruitless_at is None or self.now - self.fruitless_at >= RECLAIM_PAUSE:
+                dead = [s for s in self.model if not self.live(s)]
+                for gone in dead:
+                    del self.model[gone]
+                self.fruitless_at = None if dead else self.now
             if len(self.model) >= 3:
                 with pytest.raises(aiotp.SessionQuotaExceeded):
                     self.store.create(sid)
