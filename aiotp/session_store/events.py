@@ -295,9 +295,12 @@ class Subscription:
     async def __anext__(self) -> SessionEvent:
         try:
             return await self._sub.next()
-        except BaseException:  # the end, SubscriberLagged, a cancelled wait: all leave
+        except (StopAsyncIteration, SubscriberLagged):  # the end of this subscription
             self.close()
             raise
+        # A cancelled wait takes no event and leaves the subscription as it was, so that
+        # ``asyncio.wait_for(anext(sub), t)`` can time out and read on (a WebSocket's ping
+        # loop); a second task's read is refused without harming the first.
 
     def get_nowait(self) -> SessionEvent:
         """The next queued event without waiting (any thread); `asyncio.QueueEmpty` if none is
