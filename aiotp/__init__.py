@@ -7,10 +7,12 @@ for the actor runtime, and starts in a few milliseconds.
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
-
+# Neither typing nor importlib at run time: a worker process imports this package before it
+# can serve, and typing is ~5 ms of its start. (Type checkers read TYPE_CHECKING as True.)
+TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from typing import Any
+
     from aiotp.runtime import (
         NOREPLY,
         Actor,
@@ -230,6 +232,8 @@ def __getattr__(name: str) -> Any:
     module = _EXPORTS.get(name)
     if module is None:
         raise AttributeError(f"module 'aiotp' has no attribute {name!r}")
+    import importlib
+
     value = getattr(importlib.import_module(module), name)
     globals()[name] = value
     return value

@@ -29,11 +29,17 @@ Thread safety (the patterns users of threaded workers rely on):
 
 from __future__ import annotations
 
-import importlib
-import inspect
 import threading
-from collections.abc import Callable
-from typing import Any, TypeVar, overload
+from types import FunctionType
+
+# typing, inspect and importlib are imported only where needed: a worker process imports this
+# module before it can serve, and typing + inspect alone are ~10 ms of its start.
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Callable
+    from typing import Any, TypeVar, overload
+
+    F = TypeVar("F", bound=Callable[..., Any])
 
 __all__ = [
     "Adapter",
@@ -45,7 +51,6 @@ __all__ = [
     "wants_session",
 ]
 
-F = TypeVar("F", bound=Callable[..., Any])
 _TOOL_MARK = "__aiotp_tool__"
 _IDEMPOTENT_MARK = "__aiotp_idempotent__"
 SESSION_PARAM = "session"
@@ -54,10 +59,12 @@ SESSION_PARAM = "session"
 THREAD_UNSAFE_MODULES = ("pandas", "matplotlib", "sqlite3")
 
 
-@overload
-def tool(fn: F, /) -> F: ...
-@overload
-def tool(*, idempotent: bool = False) -> Callable[[F], F]: ...
+if TYPE_CHECKING:
+
+    @overload
+    def tool(fn: F, /) -> F: ...
+    @overload
+    def tool(*, idempotent: bool = False) -> Callable[[F], F]: ...
 
 
 def tool(fn: Any = None, /, *, idempotent: bool = False) -> Any:
@@ -88,6 +95,12 @@ def tool(fn: Any = None, /, *, idempotent: bool = False) -> Any:
 
 def wants_session(fn: Any) -> bool:
     """Whether a tool declares the keyword-only ``session`` parameter."""
+    if _plain_function(fn):  # what inspect.signature would say, read from the code object
+        code = fn.__code__
+        kwonly = code.co_varnames[code.co_argcount : code.co_argcount + code.co_kwonlyargcount]
+        return SESSION_PARAM in kwonly
+    import inspect  # wrapped, partial or foreign callables: inspect knows them all
+
     try:
         param = inspect.signature(fn).parameters.get(SESSION_PARAM)
     except (TypeError, ValueError):
@@ -107,7 +120,34 @@ def tool_flags(cls: type) -> tuple[frozenset[str], frozenset[str]]:
     return frozenset(idempotent), frozenset(sessioned)
 
 
+# inspect.CO_GENERATOR, CO_COROUTINE, CO_ASYNC_GENERATOR (fixed by the code object's format).
+_CO_GENERATOR, _CO_COROUTINE, _CO_ASYNC_GENERATOR = 0x20, 0x80, 0x200
+# Attributes that make inspect look past a function's own code object.
+_SIGNATURE_OVERRIDES = ("__wrapped__", "__signature__", "_partialmethod", "__partialmethod__")
+
+
+def _plain_function(fn: Any) -> bool:
+    """A def'd function whose code object tells its kind and signature exactly as inspect would
+    (no wrapper, signature override or coroutine mark for inspect to follow)."""
+    return (
+        type(fn) is FunctionType
+        and not hasattr(fn, "_is_coroutine_marker")  # inspect.markcoroutinefunction (3.12+)
+        and not any(hasattr(fn, name) for name in _SIGNATURE_OVERRIDES)
+    )
+
+
 def _kind(fn: Any) -> str:
+    if _plain_function(fn):  # inspect's own test, without importing inspect
+        flags = fn.__code__.co_flags
+        if flags & _CO_ASYNC_GENERATOR:
+            return "agen"
+        if flags & _CO_GENERATOR:
+            return "gen"
+        if flags & _CO_COROUTINE:
+            return "async"
+        return "sync"
+    import inspect
+
     if inspect.isasyncgenfunction(fn):
         return "agen"
     if inspect.isgeneratorfunction(fn):
@@ -175,6 +215,8 @@ def load_adapter(spec: str | type) -> type[Adapter]:
         module_name, sep, qualname = spec.partition(":")
         if not sep or not module_name or not qualname:
             raise ValueError(f"adapter path must look like 'module:Class', got {spec!r}")
+        import importlib
+
         module = importlib.import_module(module_name)
         obj: Any = module
         for part in qualname.split("."):

@@ -21,7 +21,10 @@ This module imports nothing heavy: the worker process's host uses it too.
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable
+
+TYPE_CHECKING = False  # typing.TYPE_CHECKING, without importing typing in a worker process
+if TYPE_CHECKING:
+    from collections.abc import Callable
 
 __all__ = ["CREDIT_BATCH", "WINDOW", "CreditGate"]
 

@@ -18,9 +18,11 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from aiotp.errors import AiotpError
+
+TYPE_CHECKING = False  # typing.TYPE_CHECKING, without importing typing in a worker process
+if TYPE_CHECKING:
+    from typing import Any
 
 __all__ = [
     "CheckoutTimeout",

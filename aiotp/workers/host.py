@@ -21,20 +21,20 @@ import signal
 import socket
 import sys
 import threading
-import traceback
-from typing import TYPE_CHECKING, Any
-
-if TYPE_CHECKING:
-    import asyncio
-    from concurrent.futures import ThreadPoolExecutor
-
-# asyncio and concurrent.futures are imported only when an adapter needs them (async tools,
-# threads_per_worker > 1): together they are 30 ms of a worker's start, which is most of it.
 
 from aiotp.workers import host_stream
 from aiotp.workers import protocol as p
 from aiotp.workers.adapter import load_adapter
 from aiotp.workers.invoke import Toolbox, describe_failure
+
+# asyncio and concurrent.futures are imported only when an adapter needs them (async tools,
+# threads_per_worker > 1): together they are 30 ms of a worker's start, which is most of it.
+# Nor is typing (~5 ms) or traceback (only once setup failed).
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    import asyncio
+    from concurrent.futures import ThreadPoolExecutor
+    from typing import Any
 
 __all__ = ["current_socket", "die_with_parent", "serve"]
 
@@ -278,6 +278,8 @@ def serve(sock: socket.socket, adapter: str, threads: int, max_frame: int, worke
         box = Toolbox(cls)
         box.adapter.setup()
     except BaseException as exc:
+        import traceback
+
         tb = traceback.format_exc()
         sys.stderr.write(f"aiotp worker {worker_id}: {adapter} failed to start\n{tb}")
         sys.stderr.flush()

@@ -27,15 +27,17 @@ import os
 import socket
 import threading
 import time
-from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
 
 from aiotp.workers import protocol as p
 from aiotp.workers.credit import WINDOW, CreditGate
 from aiotp.workers.errors import SerializationError
 from aiotp.workers.invoke import describe_failure
 
+TYPE_CHECKING = False  # typing.TYPE_CHECKING, without importing typing in a worker process
 if TYPE_CHECKING:
+    from collections.abc import Callable
+    from typing import Any
+
     from aiotp.workers.host import _Host
 
 __all__ = ["Streams", "run_stream"]

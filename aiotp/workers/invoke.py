@@ -7,11 +7,12 @@ caller's side.
 
 from __future__ import annotations
 
-import traceback
-from typing import Any
-
 from aiotp.workers.adapter import SESSION_PARAM, Adapter, tool_flags, tools_of
 from aiotp.workers.session_state import SessionStates
+
+TYPE_CHECKING = False  # typing.TYPE_CHECKING, without importing typing in a worker process
+if TYPE_CHECKING:
+    from typing import Any
 
 __all__ = ["ToolFailure", "Toolbox", "describe_failure"]
 
@@ -30,6 +31,8 @@ class ToolFailure(Exception):
 def describe_failure(exc: BaseException) -> ToolFailure:
     if isinstance(exc, ToolFailure):
         return exc
+    import traceback  # only once a tool failed: it is a few ms of a worker's start
+
     tb = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
     return ToolFailure("tool_error", type(exc).__name__, str(exc), tb)
 

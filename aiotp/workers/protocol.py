@@ -31,11 +31,14 @@ from __future__ import annotations
 
 import struct
 import threading
-from typing import Any
 
 import msgpack
 
 from aiotp.workers.errors import ProtocolError, SerializationError
+
+TYPE_CHECKING = False  # typing.TYPE_CHECKING, without importing typing in a worker process
+if TYPE_CHECKING:
+    from typing import Any
 
 __all__ = ["FrameReader", "pack", "unpack_body"]
 

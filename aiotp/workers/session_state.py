@@ -23,9 +23,12 @@ A tool asks for it by declaring a keyword-only ``session`` parameter::
 from __future__ import annotations
 
 import threading
-from collections.abc import Mapping
 from types import MappingProxyType
-from typing import Any
+
+TYPE_CHECKING = False  # typing.TYPE_CHECKING, without importing typing in a worker process
+if TYPE_CHECKING:
+    from collections.abc import Mapping
+    from typing import Any
 
 __all__ = ["SessionStates", "WorkerSession"]
 
