@@ -41,6 +41,22 @@ def test_pool_examples_run() -> None:
     assert "every call got a result or a typed error" in process.stdout
 
 
+def test_planning_service_rebuilds_the_planners_of_a_killed_worker() -> None:
+    started = time.monotonic()
+    out = _run("planning_service.py", timeout=60)
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert time.monotonic() - started < 30
+    lines = out.stdout.splitlines()
+    assert any(line.startswith("alice: ") and "planner reused" in line for line in lines)
+    assert "dave : CallTimeout after" in out.stdout
+    assert "gtpyhop gave up at timeout_ms=1000 (timeouts=1)" in out.stdout
+    assert out.stdout.count("imported (running); plan of") == 3
+    killed = out.stdout[out.stdout.index("killed planners-") :]
+    assert "alice: SessionWorkerLost" in killed and "asked again: plan of" in killed
+    assert "planner reused" in killed  # the users of the other workers kept their planners
+    assert "3 of 3 workers live again" in killed
+
+
 def test_guarantees_tour_shows_its_three_guarantees() -> None:
     out = _run("guarantees_tour.py")
     assert out.returncode == 0, out.stderr
