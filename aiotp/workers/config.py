@@ -25,6 +25,8 @@ Defaults and why:
   pool's own queue, free to go to whichever worker frees up first.
 - ``preload=True``: process workers are forked from a template process that imported the
   adapter's module once (about 2 ms a worker instead of 50+); False starts each one afresh.
+  The first worker starts afresh either way, and the template only once a second is needed,
+  so a pool of one runs no template.
 - ``shutdown=5.0``: seconds a worker gets to finish in-flight requests when stopped.
 - ``cancel_grace=2.0`` and ``overrun="recycle"``: when a caller leaves (timeout, cancellation)
   while its tool still runs, the worker is told to give up (an async tool is cancelled, a

@@ -68,6 +68,9 @@ class Pool:
         self._generation = itertools.count()
         self.zygote: Any = None
         self._zygote_lock = asyncio.Lock()
+        # The pool's first worker start (afresh, see _usable_zygote): None before it, True
+        # while it runs, False once it is over.
+        self._first_start: bool | None = None
         self._abandoned_before = _abandoned_threads()
 
     async def start_handle(self, index: int) -> Any:
@@ -79,15 +82,22 @@ class Pool:
         if cfg.profile == "process":
             from aiotp.workers import process_start
 
-            return await process_start.start_process_worker(
-                cfg.adapter,
-                worker_id=worker_id,
-                threads_per_worker=cfg.threads_per_worker,
-                env=dict(cfg.env) if cfg.env else None,
-                start_timeout=cfg.start_timeout,
-                zygote=await self._usable_zygote(),
-                max_frame=cfg.max_frame,
-            )
+            first = self._first_start is None
+            if first:
+                self._first_start = True
+            try:
+                return await process_start.start_process_worker(
+                    cfg.adapter,
+                    worker_id=worker_id,
+                    threads_per_worker=cfg.threads_per_worker,
+                    env=dict(cfg.env) if cfg.env else None,
+                    start_timeout=cfg.start_timeout,
+                    zygote=None if first else await self._usable_zygote(),
+                    max_frame=cfg.max_frame,
+                )
+            finally:
+                if first:
+                    self._first_start = False
         return await thread_worker.start_thread_worker(
             cfg.adapter,
             worker_id=worker_id,
@@ -119,7 +129,13 @@ class Pool:
 
     async def _usable_zygote(self) -> Any:
         """The pool's template process, (re)started when missing or dead; None without
-        ``preload`` or when the adapter cannot be preloaded (plain starts then report why)."""
+        ``preload`` or when the adapter cannot be preloaded (plain starts then report why).
+
+        The pool's first worker starts afresh without asking (`start_handle`): the template
+        starts only once a second start is asked for (the rest of the first batch, or a later
+        restart). So a pool of one never runs an idle template, and its worker does not share
+        two cores with the template's own interpreter start. With more workers the template
+        starts next to the first one, and the other starts of the first batch wait for it."""
         from aiotp.workers.adapter import adapter_path
         from aiotp.workers.zygote_client import Zygote
 
@@ -137,7 +153,11 @@ class Pool:
             if old is not None:
                 await old.aclose()  # reap the dead one
             env = dict(cfg.env) if cfg.env else None
-            self.zygote = await Zygote.start(path, env, cfg.start_timeout)
+            # While the pool's first worker still starts afresh, no other start goes afresh
+            # (a third interpreter at once on a small machine): they wait for the template.
+            self.zygote = await Zygote.start(
+                path, env, cfg.start_timeout, direct_first=not self._first_start
+            )
             return self.zygote
 
     def close_zygote(self) -> None:

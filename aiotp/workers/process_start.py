@@ -2,9 +2,9 @@
 socket and stderr, and wait for READY.
 
 A fresh start runs ``python -S -P`` on the runtime's sys.path (`aiotp.workers.interpreter`).
-While the pool's template is still starting, its first worker starts afresh in parallel
-rather than waiting for it (`Zygote.take_turn`): a pool of one is ready as soon as a plain
-start is; the other workers wait for the template, since a fork is far cheaper than another
+A pool's first worker starts afresh, and its template only once a second worker is asked for
+(`Pool._usable_zygote`): a pool of one is ready as soon as a plain start is and runs no
+template; the other workers wait for the template, since a fork is far cheaper than another
 interpreter.
 
 `start_process_worker` returns a ready `ProcessWorker` or raises `WorkerStartError` naming the

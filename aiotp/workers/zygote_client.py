@@ -58,7 +58,12 @@ class Zygote:
 
     @classmethod
     async def start(
-        cls, adapter: str, env: dict[str, str] | None, timeout: float = 30.0
+        cls,
+        adapter: str,
+        env: dict[str, str] | None,
+        timeout: float = 30.0,
+        *,
+        direct_first: bool = True,
     ) -> Zygote | None:
         """A starting zygote for `adapter` (it is ready later: `wait_ready`), or None when its
         process cannot be started at all (the caller falls back to plain starts).
@@ -67,6 +72,8 @@ class Zygote:
         worker afresh meanwhile (`take_turn`). A template that fails to preload (the adapter's
         module does not import, say) or is not ready within `timeout` is killed and marked
         unusable; the starts waiting for it fall back to plain starts, which report why.
+        ``direct_first=False``: no start goes afresh while it starts (see `take_turn`; the
+        pool's own first worker started afresh already).
         """
         parent, child = socket.socketpair()
         full_env = dict(os.environ)
@@ -89,7 +96,9 @@ class Zygote:
             return None
         finally:
             child.close()
-        return cls(adapter, parent, proc, timeout)
+        zygote = cls(adapter, parent, proc, timeout)
+        zygote._direct_taken = not direct_first
+        return zygote
 
     async def wait_ready(self) -> bool:
         """Wait until the template is ready to fork: True, or False when it never will be."""
