@@ -35,11 +35,12 @@ from aiotp.runtime import telemetry
 from aiotp.workers import pool_stats
 from aiotp.workers.errors import CheckoutTimeout, PoolBusy, SessionWorkerLost, WorkerBusy
 from aiotp.workers.pool_stats import Histogram, PoolStats, WorkerStats
-from aiotp.workers.slot import WorkerSlot
+from aiotp.workers.slot import SlotState, WorkerSlot
 
 __all__ = ["Dispatcher", "PoolStats", "WorkerSlot", "WorkerStats"]
 
 Waiter = asyncio.Future[WorkerSlot]
+SERVING = SlotState.SERVING
 #: How far into its ``max_requests`` a worker is when its replacement is asked for.
 RENEW_AT = 0.8
 
@@ -89,12 +90,7 @@ class Dispatcher:
     # -- the indexes ------------------------------------------------------------------------
     def accepting(self, slot: WorkerSlot) -> bool:
         """Whether `slot` may be given new work (alive, in the pool, not retiring)."""
-        return (
-            slot.member
-            and not slot.draining
-            and not slot.exhausted
-            and not slot.handle.closed.done()
-        )
+        return slot.state is SERVING and not slot.handle.closed.done()
 
     def _reindex(self, slot: WorkerSlot) -> None:
         """Put `slot` in the buckets its load and pins call for (or in none)."""
@@ -104,7 +100,7 @@ class Dispatcher:
         if slot.key is not None:
             self._unplace(slot)
         # `accepting`, inlined: this runs twice per request.
-        if not slot.member or slot.draining or slot.exhausted or slot.handle.closed.done():
+        if slot.state is not SERVING or slot.handle.closed.done():
             return
         load = slot.in_flight
         if load < slot.capacity:
@@ -144,7 +140,7 @@ class Dispatcher:
 
     # -- membership (called by worker actors and the pool) -------------------------------
     def add(self, slot: WorkerSlot) -> None:
-        slot.member = True
+        slot.state = SERVING
         self.slots.append(slot)
         self._by_id[slot.worker_id] = slot
         self._max_capacity = max(self._max_capacity, slot.capacity)
@@ -155,15 +151,16 @@ class Dispatcher:
     def remove(self, slot: WorkerSlot) -> None:
         if self._by_id.pop(slot.worker_id, None) is not None:
             self.slots.remove(slot)
-            slot.member = False
+            if slot.state is not SlotState.DRAINING:
+                slot.state = SlotState.GONE
             self._reindex(slot)
             self._lose_pins(slot, "died")
 
     def drain(self, slot: WorkerSlot) -> None:
         """`slot` takes no new work from now on (it is being replaced or retired)."""
-        if slot.draining:
+        if slot.state is SlotState.DRAINING:
             return
-        slot.draining = True
+        slot.state = SlotState.DRAINING
         self._reindex(slot)
         self._lose_pins(slot, "was retired")
 
@@ -243,8 +240,8 @@ class Dispatcher:
         slot.started += 1
         if self._renew_at is not None and slot.started >= self._renew_at:
             assert self.max_requests is not None
-            if slot.started >= self.max_requests and not slot.exhausted:
-                slot.exhausted = True  # the bound: not one request more
+            if slot.started >= self.max_requests and slot.state is SERVING:
+                slot.state = SlotState.WORN  # the bound: not one request more
                 self._lose_pins(slot, "reached max_requests")
             if self.on_wear is not None:
                 self.on_wear(slot)  # start its replacement (once)
@@ -367,7 +364,7 @@ class Dispatcher:
 
     def checkin(self, slot: WorkerSlot) -> None:
         slot.in_flight -= 1
-        if slot.member and not (slot.draining or slot.exhausted or slot.handle.closed.done()):
+        if slot.state is SERVING and not slot.handle.closed.done():
             # A dead worker's slot is never handed on, even before its actor removed it: the
             # waiter would be failed by a death that happened before its request was sent.
             if (slot.waiters or self._waiters) and self._hand_over(slot):
@@ -375,7 +372,7 @@ class Dispatcher:
             self._reindex(slot)
             return
         self._reindex(slot)
-        if slot.draining and slot.in_flight == slot.orphans and slot.ref is not None:
+        if slot.state is SlotState.DRAINING and slot.in_flight == slot.orphans and slot.ref:
             slot.ref.send("drained")  # its actor may now stop it
 
     def _hand_over(self, slot: WorkerSlot) -> bool:

@@ -37,6 +37,7 @@ from aiotp.runtime import telemetry
 from aiotp.workers.config import PoolConfig
 from aiotp.workers.dispatcher import Dispatcher, PoolStats, WorkerSlot
 from aiotp.workers.session_routing import SessionRouter
+from aiotp.workers.slot import SlotState
 from aiotp.workers.ticket import Ticket
 
 if TYPE_CHECKING:
@@ -44,6 +45,9 @@ if TYPE_CHECKING:
     from aiotp.runtime.runtime import Runtime
 
 __all__ = ["Pool"]
+
+# Slots whose worker still counts for its index, and may be recycled.
+_RENEWABLE = (SlotState.SERVING, SlotState.WORN)
 
 _log = logging.getLogger("aiotp.pool")
 
@@ -216,7 +220,7 @@ class Pool:
         return [
             s
             for s in self.dispatcher.slots
-            if s.index == index and not s.draining and not s.handle.closed.done()
+            if s.index == index and s.state in _RENEWABLE and not s.handle.closed.done()
         ]
 
     def reconcile(self, index: int) -> None:
@@ -245,7 +249,9 @@ class Pool:
 
     def recycle(self, slot: WorkerSlot) -> None:
         """Start a replacement, then retire `slot` once it is idle (capacity never drops)."""
-        if slot.recycling or slot.draining or self.manager is None or not self.manager.alive:
+        if slot.recycling or slot.state not in _RENEWABLE:
+            return
+        if self.manager is None or not self.manager.alive:
             return
         slot.recycling = True  # keeps serving until its replacement is ready
         self.manager.cast_nowait(("replace", slot))

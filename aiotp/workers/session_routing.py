@@ -33,6 +33,7 @@ from typing import TYPE_CHECKING, Any
 from aiotp.runtime import telemetry
 from aiotp.workers.dispatcher import WorkerSlot
 from aiotp.workers.errors import SessionWorkerLost, WorkerBusy
+from aiotp.workers.slot import SlotState
 
 if TYPE_CHECKING:
     from aiotp.workers.pool import Pool
@@ -221,7 +222,7 @@ class SessionRouter:
 
     def served(self, session_id: str, slot: WorkerSlot) -> None:
         """A request ran on `slot` (hint mode may have sent it away from its pin)."""
-        if self.pins.get(session_id) is not slot and slot.member:
+        if self.pins.get(session_id) is not slot and slot.state is SlotState.SERVING:
             self._pin(session_id, slot)
 
     def crashed(self, session_id: str, slot: WorkerSlot, exc: BaseException) -> BaseException:

@@ -1,13 +1,34 @@
-"""`WorkerSlot`: one live worker as the dispatcher sees it (load, pins, lifecycle marks)."""
+"""`WorkerSlot`: one live worker as the dispatcher sees it (load, pins, lifecycle state).
+
+A slot's lifecycle is one `SlotState`::
+
+    JOINING --add--> SERVING --max_requests--> WORN --replaced--> DRAINING
+                        `-----------------replaced/retired-------^
+    any but DRAINING --removed (died, stopped)--> GONE
+
+Only a SERVING slot whose worker is alive takes new work. A DRAINING slot keeps that state when
+it is removed: its actor must know the worker was on its way out when it ended. Two facts are
+not lifecycle states and stay flags: ``recycling`` (the pool manager has a replacement job for
+it) and ``overrun`` (it must be killed rather than stopped gracefully).
+"""
 
 from __future__ import annotations
 
 import asyncio
 import collections
+import enum
 import time
 from typing import Any
 
-__all__ = ["WorkerSlot"]
+__all__ = ["SlotState", "WorkerSlot"]
+
+
+class SlotState(enum.Enum):
+    JOINING = "joining"  # created, not yet in the dispatcher
+    SERVING = "serving"  # takes new work
+    WORN = "worn"  # started max_requests requests: takes no new work, awaits its replacement
+    DRAINING = "draining"  # replaced or retired: finishes what it holds, then stops
+    GONE = "gone"  # out of the dispatcher: its worker died or stopped
 
 
 class WorkerSlot:
@@ -15,15 +36,12 @@ class WorkerSlot:
 
     __slots__ = (
         "capacity",
-        "draining",
         "errors",
-        "exhausted",
         "handle",
         "in_flight",
         "index",
         "key",
         "level",
-        "member",
         "orphans",
         "overrun",
         "recycling",
@@ -33,6 +51,7 @@ class WorkerSlot:
         "settings_sent",
         "started",
         "started_at",
+        "state",
         "waiters",
         "worker_id",
     )
@@ -49,9 +68,7 @@ class WorkerSlot:
         self.started = 0  # requests handed to it (max_requests bounds this)
         self.requests = 0  # requests finished
         self.errors = 0
-        self.member = False  # in the dispatcher (between add and remove)
-        self.draining = False  # takes no new work; stops when idle
-        self.exhausted = False  # started max_requests requests: takes no new work
+        self.state = SlotState.JOINING
         self.recycling = False  # a replacement is being started; still serving meanwhile
         # Requests whose caller left while the worker still runs them (counted in in_flight).
         self.orphans = 0
@@ -65,6 +82,10 @@ class WorkerSlot:
         self.level = -1  # its bucket in Dispatcher._free, -1 when in none
         self.key: tuple[int, int] | None = None  # its bucket in Dispatcher._place
 
+    @property
+    def draining(self) -> bool:
+        return self.state is SlotState.DRAINING
+
     def __repr__(self) -> str:
-        state = "draining" if self.draining else "live"
+        state = self.state.value
         return f"<WorkerSlot {self.worker_id} {state} {self.in_flight}/{self.capacity}>"

@@ -9,23 +9,25 @@ from __future__ import annotations
 
 from typing import Any
 
+from aiotp.workers.slot import SlotState
+
 
 def check_dispatcher(pool: Any) -> None:
     d = pool.dispatcher
     slots = list(d.slots)
     assert {s.worker_id for s in slots} == set(d._by_id), "membership drifted"
     for slot in slots:
-        assert slot.member
+        assert slot.state in (SlotState.SERVING, SlotState.WORN, SlotState.DRAINING), slot
         assert 0 <= slot.orphans <= slot.in_flight <= slot.capacity, slot
         if d.max_requests is not None:
             assert slot.started <= d.max_requests, f"{slot} started {slot.started} requests"
     for level, bucket in enumerate(d._free):
         for slot in bucket:
             assert slot.level == level and slot.in_flight == level, (slot, level)
-            assert slot.member and not slot.draining and not slot.exhausted, slot
+            assert slot.state is SlotState.SERVING, slot
     for slot in slots:
         room = slot.in_flight < slot.capacity
-        serving = not (slot.draining or slot.exhausted or slot.handle.closed.done())
+        serving = slot.state is SlotState.SERVING and not slot.handle.closed.done()
         if room and serving:
             assert slot.level == slot.in_flight, f"{slot} has room but is in no bucket"
     if d._placing:

@@ -29,6 +29,7 @@ from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, ru
 
 import aiotp
 from aiotp.workers.api import registry
+from aiotp.workers.slot import SlotState
 
 ADAPTER = "session_adapters:Stateful"
 SESSIONS = [f"s{i}" for i in range(5)]
@@ -211,7 +212,7 @@ class SessionMachine(RuleBasedStateMachine):
             slot.handle.kill()
 
         async def replaced() -> None:
-            while slot.member or self.rt.pool_stats("m").live < SIZE:
+            while slot.state is not SlotState.GONE or self.rt.pool_stats("m").live < SIZE:
                 await asyncio.sleep(0.005)
 
         self.run(replaced(), timeout=20)

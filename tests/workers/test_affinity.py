@@ -20,6 +20,7 @@ from helpers import wait_until
 
 import aiotp
 from aiotp.workers.api import registry
+from aiotp.workers.slot import SlotState
 
 STATEFUL = "session_adapters:Stateful"
 NO_HB = None
@@ -183,7 +184,7 @@ async def test_a_dead_pinned_worker_costs_the_session_its_state_once(
     assert (await rt.execute("p", "bump", {}, session="a"))["count"] == 2
     slot = _slot_of(rt, "a")
     _kill(slot)
-    await wait_until(lambda: not slot.member)
+    await wait_until(lambda: slot.state is SlotState.GONE)
     with pytest.raises(aiotp.SessionWorkerLost) as info:
         await rt.execute("p", "bump", {}, session="a")
     assert info.value.session_id == "a" and info.value.worker_id == slot.worker_id
@@ -221,7 +222,7 @@ async def test_hint_mode_survives_a_dead_worker_silently(rt: aiotp.Runtime, prof
     first = await rt.execute("p", "bump", {}, session="a")
     slot = _slot_of(rt, "a")
     _kill(slot)
-    await wait_until(lambda: not slot.member)
+    await wait_until(lambda: slot.state is SlotState.GONE)
     reply = await rt.execute("p", "bump", {}, session="a")
     assert reply["worker"] != first["worker"] and reply["count"] == 1
 
