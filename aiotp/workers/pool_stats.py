@@ -73,6 +73,7 @@ class WorkerStats:
     draining: bool
     pinned_sessions: int = 0
     started: int = 0
+    state: str = "serving"  # its SlotState: serving, worn, draining (or gone)
 
 
 @attrs.frozen
@@ -127,6 +128,7 @@ def snapshot(
             draining=s.draining,
             pinned_sessions=len(s.sessions),
             started=s.started,
+            state=s.state.value,
         )
         for s in self.slots
     )
