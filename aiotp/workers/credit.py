@@ -15,12 +15,11 @@ Defaults and why:
 - ``CREDIT_BATCH = WINDOW // 2``: credit goes back while the producer still has half a window to
   spend, so it does not stall waiting for it.
 
-This module imports nothing heavy: the worker process's host uses it too.
+This module imports nothing heavy: the worker process's host uses it too (threading comes
+with the first `CreditGate`, which only threaded lanes make, once their thread pool imported it).
 """
 
 from __future__ import annotations
-
-import threading
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING, without importing typing in a worker process
 if TYPE_CHECKING:
@@ -42,6 +41,8 @@ class CreditGate:
     __slots__ = ("_cond", "_credit")
 
     def __init__(self, credit: int = 0) -> None:
+        import threading
+
         self._cond = threading.Condition(threading.Lock())
         self._credit = credit
 

@@ -11,16 +11,19 @@ the GIL) stops answering pings and the heartbeat replaces it.
 
 It dies with its parent: EOF on its socket, and on Linux the parent-death signal (SIGKILL), so
 that no worker survives a SIGKILLed runtime even while it is busy in a long tool.
+
+Its start path touches only C modules (``_socket``, ``_signal``, ``_thread``, ``_ctypes``):
+``socket``, ``signal``, ``threading`` and ``contextlib`` pull in enum, selectors and functools
+(7 ms of a worker's start), ``ctypes`` its package (1.4 ms more). The full modules come only
+with what needs them (a thread pool, asyncio for async tools).
 """
 
 from __future__ import annotations
 
-import contextlib
+import _socket
+import _thread
 import os
-import signal
-import socket
 import sys
-import threading
 
 from aiotp.workers import host_stream
 from aiotp.workers import protocol as p
@@ -30,32 +33,50 @@ from aiotp.workers.invoke import Toolbox, describe_failure
 # asyncio and concurrent.futures are imported only when an adapter needs them (async tools,
 # threads_per_worker > 1): together they are 30 ms of a worker's start, which is most of it.
 # Nor is typing (~5 ms) or traceback (only once setup failed).
+# contextlib neither (functools with it): hence try/except/pass rather than suppress().
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     import asyncio
+    import signal as _signal  # the C module has no stubs; its constants are signal's
     from concurrent.futures import ThreadPoolExecutor
     from typing import Any
+else:
+    import _signal
 
 __all__ = ["current_socket", "die_with_parent", "serve"]
 
 #: The socket this worker serves on (set once serving). For tests that must misbehave on the
 #: wire; adapters have no business touching it.
-current_socket: socket.socket | None = None
+current_socket: _socket.socket | None = None
 
 
 def die_with_parent(expected_parent: int | None) -> None:
     """Ask Linux to SIGKILL us when our parent dies (no-op elsewhere)."""
     if sys.platform.startswith("linux"):
-        try:
-            import ctypes
-
-            libc = ctypes.CDLL(None, use_errno=True)
-            pr_set_pdeathsig = 1
-            libc.prctl(pr_set_pdeathsig, signal.SIGKILL, 0, 0, 0)
+        try:  # noqa: SIM105
+            _prctl_set_pdeathsig(_signal.SIGKILL)
         except Exception:  # no prctl: EOF on the socket still ends us
             pass
     if expected_parent is not None and os.getppid() != expected_parent:
         os._exit(0)  # the parent died before prctl took effect
+
+
+def _prctl_set_pdeathsig(signum: int) -> None:
+    """``ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signum, 0, 0, 0)``, built
+    the way ctypes builds it (a CFuncPtr class with CDLL's flags and c_int result) from
+    ``_ctypes`` alone: importing the ctypes package costs 1.4 ms of a worker's start."""
+    import _ctypes
+
+    class CInt(_ctypes._SimpleCData):  # type: ignore[type-arg]  # ctypes.c_int
+        _type_ = "i"
+
+    class Function(_ctypes.CFuncPtr):  # CDLL._FuncPtr
+        _flags_ = _ctypes.FUNCFLAG_CDECL | _ctypes.FUNCFLAG_USE_ERRNO
+        _restype_ = CInt
+
+    libc = _ctypes.dlopen(None, _ctypes.RTLD_LOCAL)  # type: ignore[arg-type]  # the process
+    pr_set_pdeathsig = 1
+    Function(_ctypes.dlsym(libc, "prctl"))(pr_set_pdeathsig, signum, 0, 0, 0)
 
 
 def die_with_runtime(runtime_pidfd: int) -> None:
@@ -68,29 +89,34 @@ def die_with_runtime(runtime_pidfd: int) -> None:
     import select
 
     def watch() -> None:
-        with contextlib.suppress(OSError):
+        try:  # noqa: SIM105
             select.select([runtime_pidfd], [], [])
+        except OSError:
+            pass
         exit_with_group(0)
 
-    threading.Thread(target=watch, name="aiotp-runtime-watch", daemon=True).start()
+    # A bare thread (what a daemon threading.Thread is underneath): threading is not imported.
+    _thread.start_new_thread(watch, ())
 
 
 def exit_with_group(code: int) -> None:
     """Leave, taking the processes our tools started with us (we lead our process group)."""
     if os.getpgrp() == os.getpid():
-        with contextlib.suppress(OSError):
-            os.killpg(os.getpid(), signal.SIGKILL)  # the group, ourselves included
+        try:  # noqa: SIM105
+            os.killpg(os.getpid(), _signal.SIGKILL)  # the group, ourselves included
+        except OSError:
+            pass
     os._exit(code)
 
 
 class _Host:
-    def __init__(self, sock: socket.socket, box: Toolbox, threads: int, max_frame: int) -> None:
+    def __init__(self, sock: _socket.socket, box: Toolbox, threads: int, max_frame: int) -> None:
         self.sock = sock
         self.box = box
         self.threads = threads
         self.max_frame = max_frame
         self.cancelled: set[int] = set()
-        self.write_lock = threading.Lock()
+        self.write_lock = _thread.allocate_lock()
         self.reader = p.FrameReader(max_frame)
         self.backlog: list[list[Any]] = []
         self.pool: ThreadPoolExecutor | None = None
@@ -98,7 +124,7 @@ class _Host:
             from concurrent.futures import ThreadPoolExecutor
 
             self.pool = ThreadPoolExecutor(threads)
-        self._loops = threading.local()
+        self._loops = _thread._local()
         self.streams = host_stream.Streams()  # credit gates of threaded streams
         # Async tools running now, by request id: a CANCEL frame cancels them.
         self.async_tools: dict[int, tuple[asyncio.AbstractEventLoop, asyncio.Task[Any]]] = {}
@@ -162,10 +188,14 @@ class _Host:
             out.clear()
         if self.pool is not None:
             self.pool.shutdown(wait=True)
-        with contextlib.suppress(Exception):
+        try:  # noqa: SIM105
             self.box.adapter.teardown()
-        with contextlib.suppress(OSError):
-            self.sock.shutdown(socket.SHUT_WR)
+        except Exception:
+            pass
+        try:  # noqa: SIM105
+            self.sock.shutdown(_socket.SHUT_WR)
+        except OSError:
+            pass
         os._exit(0)
 
     def cancel(self, rid: int) -> None:
@@ -243,7 +273,7 @@ class _Host:
 
     def _read_while_async(self) -> None:
         try:
-            data = self.sock.recv(1 << 16, socket.MSG_DONTWAIT)
+            data = self.sock.recv(1 << 16, _socket.MSG_DONTWAIT)
         except (BlockingIOError, InterruptedError):
             return
         except OSError:
@@ -271,7 +301,7 @@ def _cancelled_frame(rid: int) -> bytes:
     return p.pack([p.ERROR, rid, "cancelled", "Cancelled", "the caller left", ""])
 
 
-def serve(sock: socket.socket, adapter: str, threads: int, max_frame: int, worker_id: str) -> None:
+def serve(sock: _socket.socket, adapter: str, threads: int, max_frame: int, worker_id: str) -> None:
     """Load, set up, announce, serve. Never returns."""
     try:
         cls = load_adapter(adapter)
@@ -283,8 +313,10 @@ def serve(sock: socket.socket, adapter: str, threads: int, max_frame: int, worke
         tb = traceback.format_exc()
         sys.stderr.write(f"aiotp worker {worker_id}: {adapter} failed to start\n{tb}")
         sys.stderr.flush()
-        with contextlib.suppress(Exception):
+        try:  # noqa: SIM105
             sock.sendall(p.pack([p.FAILED, 0, type(exc).__name__, str(exc), tb]))
+        except Exception:
+            pass
         os._exit(1)
     # A non-thread-safe adapter is never entered twice at once, whatever the thread count.
     threads = threads if cls.thread_safe else 1
@@ -298,7 +330,7 @@ def serve(sock: socket.socket, adapter: str, threads: int, max_frame: int, worke
 def main() -> None:
     env = os.environ
     die_with_parent(int(env["AIOTP_PARENT_PID"]) if "AIOTP_PARENT_PID" in env else None)
-    sock = socket.socket(fileno=int(env["AIOTP_WORKER_FD"]))
+    sock = _socket.socket(fileno=int(env["AIOTP_WORKER_FD"]))
     serve(
         sock,
         env["AIOTP_ADAPTER"],

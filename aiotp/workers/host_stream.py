@@ -22,10 +22,9 @@ of a stream, sent after the generator's ``finally`` ran.
 
 from __future__ import annotations
 
-import contextlib
+import _socket
+import _thread
 import os
-import socket
-import threading
 import time
 
 from aiotp.workers import protocol as p
@@ -52,7 +51,7 @@ class Streams:
 
     def __init__(self) -> None:
         self._gates: dict[int, CreditGate] = {}
-        self._lock = threading.Lock()
+        self._lock = _thread.allocate_lock()
         # Lane threads blocked waiting for credit: they are paused by a slow consumer, not
         # stuck in a tool, so when all of them wait the reading thread answers pings itself.
         self.waiting = 0
@@ -120,11 +119,13 @@ def run_stream(host: _Host, rid: int, fn: Any, kind: str, args: dict[str, Any]) 
         last = [p.ERROR, rid, f.kind, f.type_name, f.message, f.tb]
     finally:
         if gen is not None:
-            with contextlib.suppress(BaseException):  # its finally failing is nobody's news
+            try:
                 if loop is not None:
                     loop.run_until_complete(gen.aclose())
                 else:
                     gen.close()
+            except BaseException:  # its finally failing is nobody's news
+                pass
         cancelled.discard(rid)
         if gate is not None:
             host.streams.close(rid)
@@ -142,7 +143,7 @@ def _wait_inline(host: _Host, rid: int) -> int:
 def _read_control(host: _Host, rid: int, block: bool) -> int:
     """One read of the socket by an inline stream: the credit it brought for `rid`."""
     try:
-        data = host.sock.recv(1 << 16, 0 if block else socket.MSG_DONTWAIT)
+        data = host.sock.recv(1 << 16, 0 if block else _socket.MSG_DONTWAIT)
     except (BlockingIOError, InterruptedError):
         return 0
     except OSError:

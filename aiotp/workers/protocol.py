@@ -29,8 +29,8 @@ are refused on both sides; a worker that sends one, or garbage, is killed as a p
 
 from __future__ import annotations
 
+import _thread
 import struct
-import threading
 
 import msgpack
 
@@ -47,7 +47,7 @@ DEFAULT_MAX_FRAME = 64 * 1024 * 1024
 _HEADER = struct.Struct(">I")
 # One Packer per thread, reused: msgpack.packb builds a new Packer on every call, which was a
 # fifth of the cost of a frame. Packers are not thread-safe, hence thread-local.
-_local = threading.local()
+_local = _thread._local()  # threading.local, without importing threading
 
 
 def _packer() -> Any:

@@ -22,7 +22,7 @@ A tool asks for it by declaring a keyword-only ``session`` parameter::
 
 from __future__ import annotations
 
-import threading
+import _thread
 from types import MappingProxyType
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING, without importing typing in a worker process
@@ -55,7 +55,7 @@ class SessionStates:
 
     def __init__(self) -> None:
         self._sessions: dict[str, WorkerSession] = {}
-        self._lock = threading.Lock()
+        self._lock = _thread.allocate_lock()  # threading.Lock, without importing threading
 
     def enter(self, session_id: str, settings: Mapping[str, Any] | None) -> WorkerSession:
         """The session's record, created on first use; ``settings`` None keeps the last ones."""
