@@ -6,39 +6,15 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import gc
-import sys
 import threading
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
+from store_helpers import make
 
 import aiotp
 
 DEADLINE = 5.0
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
-def make(**kw: Any) -> tuple[aiotp.SessionStore, Clock]:
-    clock = Clock()
-    return aiotp.SessionStore(clock=clock, **kw), clock
-
-
-@pytest.fixture
-def fast_switching() -> Iterator[None]:
-    before = sys.getswitchinterval()
-    sys.setswitchinterval(1e-6)
-    try:
-        yield
-    finally:
-        sys.setswitchinterval(before)
 
 
 async def collect(sub: aiotp.Subscription) -> list[aiotp.SessionEvent]:

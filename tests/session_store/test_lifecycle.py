@@ -2,38 +2,14 @@
 
 from __future__ import annotations
 
-import sys
 import threading
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
+from store_helpers import make
 
 import aiotp
 from aiotp.session_store.lifecycle import DEFAULT_TRANSITIONS
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
-def make(**kw: Any) -> tuple[aiotp.SessionStore, Clock]:
-    clock = Clock()
-    return aiotp.SessionStore(clock=clock, **kw), clock
-
-
-@pytest.fixture
-def fast_switching() -> Iterator[None]:
-    before = sys.getswitchinterval()
-    sys.setswitchinterval(1e-6)
-    try:
-        yield
-    finally:
-        sys.setswitchinterval(before)
 
 
 def test_a_new_session_is_pending_and_moves_along_the_default_table() -> None:

@@ -7,22 +7,10 @@ from typing import Any
 
 import msgpack
 import pytest
+from store_helpers import Clock, make
 
 import aiotp
 from aiotp.session_store.snapshot import MAGIC
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
-def make(**kw: Any) -> tuple[aiotp.SessionStore, Clock]:
-    clock = Clock()
-    return aiotp.SessionStore(clock=clock, **kw), clock
 
 
 def rich(store: aiotp.SessionStore) -> aiotp.Session:

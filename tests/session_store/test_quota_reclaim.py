@@ -3,24 +3,11 @@
 from __future__ import annotations
 
 import threading
-from typing import Any
 
 import pytest
+from store_helpers import make
 
 import aiotp
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
-def make(**kw: Any) -> tuple[aiotp.SessionStore, Clock]:
-    clock = Clock()
-    return aiotp.SessionStore(clock=clock, **kw), clock
 
 
 def test_a_full_store_of_expired_sessions_admits_a_create_without_a_sweep() -> None:

@@ -4,24 +4,11 @@ import asyncio
 import threading
 import time
 from pathlib import Path
-from typing import Any
 
 import pytest
+from store_helpers import Clock, make
 
 import aiotp
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
-def make(**kw: Any) -> tuple[aiotp.SessionStore, Clock]:
-    clock = Clock()
-    return aiotp.SessionStore(clock=clock, **kw), clock
 
 
 def test_create_get_update_delete() -> None:

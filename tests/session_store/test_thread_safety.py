@@ -8,10 +8,9 @@ reliably, not once in a thousand runs. Every wait has a deadline; nothing assert
 from __future__ import annotations
 
 import itertools
-import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -24,17 +23,6 @@ from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, 
 import aiotp
 
 DEADLINE = 10.0  # seconds any one wait may take before the test gives up
-
-
-@pytest.fixture
-def fast_switching() -> Iterator[None]:
-    """Switch threads every microsecond, not every 5 ms: races show up in a few iterations."""
-    before = sys.getswitchinterval()
-    sys.setswitchinterval(1e-6)
-    try:
-        yield
-    finally:
-        sys.setswitchinterval(before)
 
 
 def run_threads(*targets: Callable[[], None]) -> None:
