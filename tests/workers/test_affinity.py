@@ -46,6 +46,15 @@ def _kill(slot: Any) -> None:
         slot.handle.kill()
 
 
+async def _occupy(rt: aiotp.Runtime, session: str, gate: Path) -> asyncio.Future[Any]:
+    """A call of `session` that holds its worker until `gate` exists (provably running)."""
+    call = asyncio.ensure_future(
+        rt.execute("p", "wait_for", {"path": str(gate)}, session=session, timeout=20)
+    )
+    await wait_until(lambda: _slot_of(rt, session).in_flight == 1)
+    return call
+
+
 async def _start(rt: aiotp.Runtime, profile: str, **options: Any) -> None:
     options.setdefault("size", 3)
     options.setdefault("heartbeat", NO_HB)
@@ -108,10 +117,7 @@ async def test_strict_fail_fast_refuses_at_once_when_the_pinned_worker_is_busy(
     await _start(rt, profile, affinity="strict_fail_fast")
     first = await rt.execute("p", "bump", {}, session="a")
     gate = tmp_path / "gate"
-    blocker = asyncio.ensure_future(
-        rt.execute("p", "wait_for", {"path": str(gate)}, session="a", timeout=20)
-    )
-    await wait_until(lambda: _slot_of(rt, "a").in_flight == 1)
+    blocker = await _occupy(rt, "a", gate)
     with pytest.raises(aiotp.WorkerBusy) as info:
         await rt.execute("p", "bump", {}, session="a")
     assert info.value.session_id == "a" and "strict_fail_fast" in str(info.value)
@@ -129,10 +135,7 @@ async def test_strict_queue_waits_for_its_own_worker(
     await _start(rt, profile, affinity="strict_queue")
     first = await rt.execute("p", "bump", {}, session="a")
     gate = tmp_path / "gate"
-    blocker = asyncio.ensure_future(
-        rt.execute("p", "wait_for", {"path": str(gate)}, session="a", timeout=20)
-    )
-    await wait_until(lambda: _slot_of(rt, "a").in_flight == 1)
+    blocker = await _occupy(rt, "a", gate)
     queued = asyncio.ensure_future(rt.execute("p", "bump", {}, session="a", timeout=20))
     await wait_until(lambda: rt.pool_stats("p").queued == 1)
     assert not queued.done()  # two idle workers, and still it waits for its own
@@ -148,10 +151,7 @@ async def test_strict_queue_wait_is_bounded_by_the_checkout_timeout(
     await _start(rt, profile, affinity="strict_queue", checkout_timeout=0.2)
     await rt.execute("p", "bump", {}, session="a")
     gate = tmp_path / "gate"
-    blocker = asyncio.ensure_future(
-        rt.execute("p", "wait_for", {"path": str(gate)}, session="a", timeout=20)
-    )
-    await wait_until(lambda: _slot_of(rt, "a").in_flight == 1)
+    blocker = await _occupy(rt, "a", gate)
     with pytest.raises(aiotp.CheckoutTimeout):
         await rt.execute("p", "bump", {}, session="a", timeout=10)
     assert rt.pool_stats("p").queue_timeouts == 1
@@ -165,10 +165,7 @@ async def test_hint_mode_goes_elsewhere_when_the_pinned_worker_is_busy(
     await _start(rt, profile)  # affinity="hint", the default
     first = await rt.execute("p", "where", {}, session="a")
     gate = tmp_path / "gate"
-    blocker = asyncio.ensure_future(
-        rt.execute("p", "wait_for", {"path": str(gate)}, session="a", timeout=20)
-    )
-    await wait_until(lambda: _slot_of(rt, "a").in_flight == 1)
+    blocker = await _occupy(rt, "a", gate)
     other = await rt.execute("p", "where", {}, session="a", timeout=5)
     assert other != first  # not held hostage by its busy worker
     gate.touch()
