@@ -85,8 +85,6 @@ def check_retry(value: Any) -> Any:
     return value
 
 
-
-
 def _positive(name: str) -> Any:
     def check(_inst: Any, _attr: Any, value: Any) -> None:
         if not isinstance(value, int | float) or isinstance(value, bool) or value <= 0:
