@@ -1,0 +1,137 @@
+"""`PlanStep`: one step of a plan, and the ``{"$artifact": name}`` references in its arguments.
+
+::
+
+    PlanStep("score", pool_tool("ml", "score"), args={"users": {"$artifact": "users"}},
+             consumes={"users"}, produces={"scores"}, depends_on={"warm_up"})
+
+- ``args`` are the tool's keyword arguments. ``{"$artifact": "users"}`` anywhere in them (also
+  nested in lists, tuples and dicts) is replaced by that artifact's value when the step runs; a
+  referenced artifact counts as consumed even if ``consumes`` does not name it.
+- ``produces``: the artifacts the step's result becomes. One name: the result is that artifact.
+  Several: the result must be a mapping holding each of them (`StepFailed` otherwise). None: the
+  result is kept in the step's `StepResult` only.
+- ``depends_on``: steps that must finish first, beyond what data flow and resources imply.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any
+
+import attrs
+
+from aiotp.plans.spec import ToolSpec, spec_of
+
+__all__ = ["ARTIFACT_KEY", "PlanStep", "references", "resolve"]
+
+ARTIFACT_KEY = "$artifact"
+
+
+def _names(what: str) -> Callable[[Any], frozenset[str]]:
+    def convert(value: Any) -> frozenset[str]:
+        if value is None:
+            return frozenset()
+        if isinstance(value, str) or not isinstance(value, Iterable):
+            raise TypeError(f"PlanStep.{what} must be a set of names, got {value!r}")
+        items = frozenset(value)
+        for item in items:
+            if not isinstance(item, str) or not item:
+                raise TypeError(f"PlanStep.{what} must hold non-empty strings, got {item!r}")
+        return items
+
+    return convert
+
+
+def _consumes(value: Any) -> frozenset[str]:
+    return _names("consumes")(value)
+
+
+def _produces(value: Any) -> frozenset[str]:
+    return _names("produces")(value)
+
+
+def _depends_on(value: Any) -> frozenset[str]:
+    return _names("depends_on")(value)
+
+
+def _check_id(_inst: Any, _attr: Any, value: Any) -> None:
+    if not isinstance(value, str) or not value:
+        raise TypeError(f"PlanStep.step_id must be a non-empty string, got {value!r}")
+
+
+def _check_args(_inst: Any, _attr: Any, value: Any) -> None:
+    if not isinstance(value, Mapping):
+        raise TypeError(f"PlanStep.args must be a dict, got {value!r}")
+    for key in value:
+        if not isinstance(key, str):
+            raise TypeError(f"PlanStep.args keys must be strings, got {key!r}")
+
+
+@attrs.frozen
+class PlanStep:
+    step_id: str = attrs.field(validator=_check_id)
+    tool: Any = attrs.field()
+    args: Mapping[str, Any] = attrs.field(factory=dict, validator=_check_args)
+    consumes: frozenset[str] = attrs.field(default=frozenset(), converter=_consumes)
+    produces: frozenset[str] = attrs.field(default=frozenset(), converter=_produces)
+    depends_on: frozenset[str] = attrs.field(default=frozenset(), converter=_depends_on)
+    spec: ToolSpec = attrs.field(init=False)
+
+    @tool.validator
+    def _check_tool(self, _attr: Any, value: Any) -> None:
+        spec_of(value)  # TypeError now, naming the bad tool
+
+    def __attrs_post_init__(self) -> None:
+        object.__setattr__(self, "spec", spec_of(self.tool))
+
+    @property
+    def inputs(self) -> frozenset[str]:
+        """Every artifact the step needs: ``consumes`` and the references in ``args``."""
+        return self.consumes | references(self.args)
+
+
+def references(value: Any) -> frozenset[str]:
+    """The artifact names referenced anywhere in `value`."""
+    found: set[str] = set()
+    _collect(value, found)
+    return frozenset(found)
+
+
+def _collect(value: Any, found: set[str]) -> None:
+    if isinstance(value, Mapping):
+        ref = _ref(value)
+        if ref is not None:
+            found.add(ref)
+            return
+        for item in value.values():
+            _collect(item, found)
+    elif isinstance(value, list | tuple):
+        for item in value:
+            _collect(item, found)
+
+
+def _ref(value: Mapping[str, Any]) -> str | None:
+    if len(value) == 1 and ARTIFACT_KEY in value:
+        name = value[ARTIFACT_KEY]
+        if not isinstance(name, str) or not name:
+            raise TypeError(f"an artifact reference needs a non-empty name, got {value!r}")
+        return name
+    return None
+
+
+def resolve(value: Any, artifacts: Mapping[str, Any]) -> Any:
+    """`value` with every artifact reference replaced by the artifact (new containers; the
+    artifacts themselves are not copied). `KeyError` names a missing artifact."""
+    if isinstance(value, Mapping):
+        ref = _ref(value)
+        if ref is not None:
+            if ref not in artifacts:
+                raise KeyError(f"artifact {ref!r} is not available")
+            return artifacts[ref]
+        return {key: resolve(item, artifacts) for key, item in value.items()}
+    if isinstance(value, list):
+        return [resolve(item, artifacts) for item in value]
+    if isinstance(value, tuple):
+        return tuple(resolve(item, artifacts) for item in value)
+    return value
