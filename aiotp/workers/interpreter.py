@@ -81,7 +81,22 @@ def boot(module: str) -> None:
         site.setcopyright()
         site.sethelper()
         site.execsitecustomize()
-    __import__(module, fromlist=["main"]).main()
+    # msgpack imports the datetime module for its C API capsule and three C types, all of them
+    # _datetime's own; on 3.11 datetime.py first builds its pure-Python fallback, 1 ms of a
+    # worker's start. So while `module` loads (one thread, before any adapter code runs)
+    # "datetime" is _datetime; whoever imports datetime afterwards gets the real module, whose
+    # classes are the same objects.
+    stand_in = sys.version_info < (3, 12) and "datetime" not in sys.modules
+    if stand_in:
+        import _datetime  # type: ignore[import-not-found]  # (it has no stubs)
+
+        sys.modules["datetime"] = _datetime
+    try:
+        main = __import__(module, fromlist=["main"]).main
+    finally:
+        if stand_in and sys.modules.get("datetime") is _datetime:
+            del sys.modules["datetime"]
+    main()
 
 
 def _hooked_roots(on_path: set[str]) -> list[str]:
