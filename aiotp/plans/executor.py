@@ -1,0 +1,388 @@
+"""`Executor`: runs a `Plan`, every ready step at once, within its locks, caps and timeouts.
+
+::
+
+    executor = Executor(max_retries=3, default_timeout=300.0, enable_tracing=True, runtime=rt)
+    artifacts = await executor.execute_plan(plan, initial_artifacts={"input": data})
+    executor.get_trace(); executor.get_results(); executor.progress()
+
+Rules:
+- A step starts as soon as every step it depends on is done. It then waits for its tool's
+  ``concurrency_cap`` (per tool: a `tool_spec` function, or a pool's tool by pool and name) and
+  takes every resource its tool reads or writes at once (`ResourceLocks`: readers share,
+  writers are exclusive, a waiting writer is not overtaken). Conflicting steps of one plan are
+  already ordered by the planner; the locks keep concurrent plans sharing a `ResourceLocks`
+  (``locks=``; `run_plan` shares one per runtime) apart.
+- Sync tools run in a thread pool, async tools on the loop, pool tools through ``rt.execute``
+  (their pool's supervision, affinity with ``session=``, typed errors and cancellation).
+- ``timeout`` (the tool's, else ``default_timeout``) bounds each attempt: an async tool is
+  cancelled, a pool tool through the pool's own cancellation, a sync tool is no longer waited
+  for (a thread cannot be interrupted: it finishes in the background).
+- Retries: a failed attempt of an idempotent tool is retried up to ``max_retries`` times, with
+  backoff (``backoff`` doubling up to ``max_backoff``), outside its locks; other tools fail at
+  the first error.
+- ``failure_policy="stop"`` (default): the first step that fails for good cancels the running
+  steps, none starts after it, and `StepFailed` names it and carries the artifacts produced so
+  far. ``"continue"``: the steps that depend on it are skipped, the independent branches
+  finish, then `StepFailed` names the first failure.
+- Cancelling `execute_plan` cancels every running step and waits for them (bounded) before it
+  re-raises: nothing of the run is left running on the loop.
+- One plan at a time per executor: `get_trace`/`get_results` describe the last run.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import contextlib
+import functools
+import itertools
+import os
+from collections.abc import AsyncIterator, Iterable, Mapping
+from typing import Any
+
+from aiotp.plans.errors import PlanValidationError, StepFailed, UnknownArtifact
+from aiotp.plans.locks import ResourceLocks
+from aiotp.plans.plan import Plan
+from aiotp.plans.results import StepResult, StepStatus, TraceEntry
+from aiotp.plans.spec import ToolSpec
+from aiotp.plans.step import PlanStep, resolve
+from aiotp.runtime import telemetry
+from aiotp.runtime.cancel import await_through_cancel
+
+__all__ = ["FAILURE_POLICIES", "Executor"]
+
+FAILURE_POLICIES = ("stop", "continue")
+CLEANUP_TIMEOUT = 10.0  # seconds a cancelled run waits for its steps to end
+_executor_ids = itertools.count(1)
+
+
+class Executor:
+    """See the module docstring."""
+
+    def __init__(
+        self,
+        max_retries: int = 3,
+        default_timeout: float = 300.0,
+        enable_tracing: bool = True,
+        *,
+        runtime: Any = None,
+        failure_policy: str = "stop",
+        session: str | None = None,
+        backoff: float = 0.05,
+        max_backoff: float = 2.0,
+        locks: ResourceLocks | None = None,
+        threads: int | None = None,
+    ) -> None:
+        if not isinstance(max_retries, int) or isinstance(max_retries, bool) or max_retries < 0:
+            raise ValueError(f"max_retries must be an int >= 0, got {max_retries!r}")
+        for name, value in (("default_timeout", default_timeout), ("max_backoff", max_backoff)):
+            if not isinstance(value, int | float) or isinstance(value, bool) or value <= 0:
+                raise ValueError(f"{name} must be a positive number, got {value!r}")
+        if not isinstance(backoff, int | float) or isinstance(backoff, bool) or backoff < 0:
+            raise ValueError(f"backoff must be a number >= 0, got {backoff!r}")
+        if failure_policy not in FAILURE_POLICIES:
+            raise ValueError(
+                f"failure_policy must be one of {FAILURE_POLICIES}, got {failure_policy!r}"
+            )
+        if session is not None and (not isinstance(session, str) or not session):
+            raise TypeError(f"session must be a non-empty string, got {session!r}")
+        if threads is not None and (not isinstance(threads, int) or threads < 1):
+            raise ValueError(f"threads must be an int >= 1 or None, got {threads!r}")
+        self.max_retries = max_retries
+        self.default_timeout = float(default_timeout)
+        self.enable_tracing = enable_tracing
+        self.runtime = runtime
+        self.failure_policy = failure_policy
+        self.session = session
+        self.backoff = float(backoff)
+        self.max_backoff = float(max_backoff)
+        self.locks = locks if locks is not None else ResourceLocks()
+        self.threads = threads or min(32, (os.cpu_count() or 1) + 4)
+        self._caps: dict[Any, asyncio.Semaphore] = {}
+        self._results: dict[str, StepResult] = {}
+        self._trace: list[TraceEntry] = []
+        self.artifacts: dict[str, Any] = {}  # the last run's, also while it runs or failed
+        self._running = False
+        self._started = 0.0
+        self._pool: concurrent.futures.ThreadPoolExecutor | None = None
+        self._pool_started: dict[asyncio.Task[Any], float] = {}
+        self._handler_id = f"aiotp.plans.executor.{next(_executor_ids)}"
+
+    # -- introspection ------------------------------------------------------------------------
+    def get_trace(self) -> list[dict[str, Any]]:
+        """One entry per attempt of the last run (empty without ``enable_tracing``)."""
+        return [entry.as_dict() for entry in self._trace]
+
+    def trace_entries(self) -> list[TraceEntry]:
+        return list(self._trace)
+
+    def get_results(self) -> dict[str, StepResult]:
+        return dict(self._results)
+
+    def progress(self) -> dict[str, Any]:
+        """Steps by status, now (also while the plan runs): ``{"pending": 3, "running": 2,
+        ..., "steps": {step_id: status}}``."""
+        counts = {status.value: 0 for status in StepStatus}
+        steps = {}
+        for step_id, result in self._results.items():
+            counts[result.status.value] += 1
+            steps[step_id] = result.status.value
+        return {**counts, "steps": steps}
+
+    # -- running a plan ---------------------------------------------------------------------
+    async def execute_plan(
+        self, plan: Plan | Iterable[PlanStep], initial_artifacts: Mapping[str, Any] | None = None
+    ) -> dict[str, Any]:
+        """Run `plan` (or a list of steps, planned first) and return every artifact."""
+        if self._running:
+            raise RuntimeError("this Executor is already running a plan; use one per run")
+        artifacts = dict(initial_artifacts or {})
+        self.artifacts = artifacts
+        if not isinstance(plan, Plan):
+            from aiotp.plans.planner import Planner
+
+            plan = Planner().create_plan(list(plan), initial_artifacts=artifacts.keys())
+        self._check(plan, artifacts)
+        self._running = True
+        self._results = {step.step_id: StepResult(step.step_id) for step in plan.steps}
+        self._trace = []
+        loop = asyncio.get_running_loop()
+        self._started = loop.time()
+        try:
+            async with self._pool_watch(plan):
+                await self._run(plan, artifacts)
+        finally:
+            self._running = False
+            if self._pool is not None:
+                self._pool.shutdown(wait=False, cancel_futures=True)
+                self._pool = None
+        return artifacts
+
+    def _check(self, plan: Plan, artifacts: Mapping[str, Any]) -> None:
+        missing = sorted(plan.initial_artifacts - artifacts.keys())
+        if missing:
+            raise UnknownArtifact(f"the plan needs initial artifacts {missing}, not given")
+        for step in plan.steps:
+            if step.spec.kind == "pool" and self.runtime is None:
+                raise PlanValidationError(
+                    f"step {step.step_id!r} runs pool tool {step.spec.name!r}: the executor "
+                    "needs runtime= (or run_plan(..., runtime=rt))"
+                )
+
+    async def _run(self, plan: Plan, artifacts: dict[str, Any]) -> None:
+        loop = asyncio.get_running_loop()
+        position = {step_id: i for i, step_id in enumerate(plan.order)}
+        waiting = {step_id: len(deps) for step_id, deps in plan.dependencies.items()}
+        ready = [step_id for step_id in plan.order if not waiting[step_id]]
+        running: dict[asyncio.Task[None], str] = {}
+        first_failure: tuple[str, BaseException] | None = None
+        try:
+            while ready or running:
+                for step_id in ready:
+                    task = loop.create_task(
+                        self._run_step(plan.by_id[step_id], artifacts), name=f"plan step {step_id}"
+                    )
+                    running[task] = step_id
+                ready = []
+                done, _ = await asyncio.wait(running, return_when=asyncio.FIRST_COMPLETED)
+                for task in sorted(done, key=lambda t: position[running[t]]):
+                    step_id = running.pop(task)
+                    error = task.exception()
+                    if error is None:
+                        for dependent in plan.dependents[step_id]:
+                            waiting[dependent] -= 1
+                            if (
+                                not waiting[dependent]
+                                and self._status(dependent) is StepStatus.PENDING
+                            ):
+                                ready.append(dependent)
+                        continue
+                    if first_failure is None:
+                        first_failure = (step_id, error)
+                    self._skip_dependents(plan, step_id)
+                    if self.failure_policy == "stop":
+                        await self._cancel(running)
+                        ready = []
+                        break
+                ready.sort(key=position.__getitem__)
+        except asyncio.CancelledError:
+            await await_through_cancel(self._cancel(running), CLEANUP_TIMEOUT)
+            self._mark_unstarted(StepStatus.CANCELLED)
+            raise
+        if first_failure is not None:
+            self._mark_unstarted(StepStatus.SKIPPED)
+            step_id, error = first_failure
+            raise StepFailed(
+                f"plan step {step_id!r} failed: {type(error).__name__}: {error}",
+                step_id,
+                error,
+                dict(artifacts),
+            ) from error
+
+    def _status(self, step_id: str) -> StepStatus:
+        return self._results[step_id].status
+
+    def _skip_dependents(self, plan: Plan, step_id: str) -> None:
+        stack = list(plan.dependents[step_id])
+        while stack:
+            dependent = stack.pop()
+            result = self._results[dependent]
+            if result.status is StepStatus.PENDING:
+                result.status = StepStatus.SKIPPED
+                stack.extend(plan.dependents[dependent])
+
+    def _mark_unstarted(self, status: StepStatus) -> None:
+        for result in self._results.values():
+            if result.status in (StepStatus.PENDING, StepStatus.WAITING):
+                result.status = status
+
+    async def _cancel(self, running: dict[asyncio.Task[None], str]) -> None:
+        for task in running:
+            task.cancel()
+        if running:
+            await asyncio.wait(running)
+        for task, step_id in running.items():
+            if task.cancelled():
+                self._results[step_id].status = StepStatus.CANCELLED
+        running.clear()
+
+    # -- one step -------------------------------------------------------------------------------
+    async def _run_step(self, step: PlanStep, artifacts: dict[str, Any]) -> None:
+        loop = asyncio.get_running_loop()
+        spec = step.spec
+        result = self._results[step.step_id]
+        first_start: float | None = None
+        while True:
+            result.attempts += 1
+            result.status = StepStatus.WAITING
+            asked = loop.time()
+            error: BaseException | None = None
+            async with self._cap(spec), self.locks.hold(spec.reads, spec.writes):
+                started = loop.time()
+                first_start = started if first_start is None else first_start
+                result.status = StepStatus.RUNNING
+                try:
+                    value = await self._call(spec, resolve(step.args, artifacts))
+                    outputs = _outputs(step, value)
+                except asyncio.CancelledError:
+                    self._record(step, result, "cancelled", asked, started, None)
+                    result.duration = loop.time() - first_start
+                    raise
+                except Exception as exc:
+                    error = exc
+                    status = "timeout" if isinstance(exc, TimeoutError) else "error"
+                    self._record(step, result, status, asked, started, exc)
+                else:
+                    self._record(step, result, "ok", asked, started, None)
+                    artifacts.update(outputs)
+                    result.result = value
+                    result.status = StepStatus.DONE
+                    result.duration = loop.time() - first_start
+                    return
+            assert error is not None
+            if not spec.idempotent or result.attempts > self.max_retries:
+                result.status = StepStatus.FAILED
+                result.error = error
+                result.duration = loop.time() - first_start
+                raise error
+            # Retried outside its locks, so that the backoff holds nothing anybody waits for.
+            delay = min(self.backoff * 2 ** (result.attempts - 1), self.max_backoff)
+            await asyncio.sleep(delay)
+
+    def _cap(self, spec: ToolSpec) -> contextlib.AbstractAsyncContextManager[Any]:
+        if spec.concurrency_cap is None:
+            return contextlib.nullcontext()
+        key: Any = (spec.pool, spec.pool_tool_name) if spec.kind == "pool" else id(spec)
+        sem = self._caps.get(key)
+        if sem is None:
+            sem = self._caps[key] = asyncio.Semaphore(spec.concurrency_cap)
+        return sem
+
+    async def _call(self, spec: ToolSpec, args: dict[str, Any]) -> Any:
+        timeout = spec.timeout if spec.timeout is not None else self.default_timeout
+        if spec.kind == "pool":
+            session = spec.session or self.session
+            return await self.runtime.execute(
+                spec.pool, spec.pool_tool_name, args, timeout=timeout, session=session
+            )
+        assert spec.fn is not None
+        if spec.kind == "async":
+            async with asyncio.timeout(timeout):
+                return await spec.fn(**args)
+        if self._pool is None:
+            self._pool = concurrent.futures.ThreadPoolExecutor(
+                self.threads, thread_name_prefix="aiotp-plan"
+            )
+        call = functools.partial(spec.fn, **args)
+        async with asyncio.timeout(timeout):
+            return await asyncio.get_running_loop().run_in_executor(self._pool, call)
+
+    # -- tracing ---------------------------------------------------------------------------------
+    def _record(
+        self,
+        step: PlanStep,
+        result: StepResult,
+        status: str,
+        asked: float,
+        started: float,
+        error: BaseException | None,
+    ) -> None:
+        if not self.enable_tracing:
+            return
+        now = asyncio.get_running_loop().time()
+        pool_wait = 0.0
+        took = self._pool_started.pop(asyncio.current_task(), None)  # type: ignore[arg-type]
+        if took is not None:
+            pool_wait = max(0.0, took - started)
+        self._trace.append(
+            TraceEntry(
+                step_id=step.step_id,
+                tool=step.spec.name,
+                status=status,
+                attempt=result.attempts,
+                start=started - self._started,
+                duration=now - started,
+                lock_wait=started - asked,
+                pool_wait=pool_wait,
+                error=None if error is None else f"{type(error).__name__}: {error}",
+            )
+        )
+
+    @contextlib.asynccontextmanager
+    async def _pool_watch(self, plan: Plan) -> AsyncIterator[None]:
+        """While a traced plan with pool steps runs, note when a worker takes each request."""
+        if not self.enable_tracing or not any(s.spec.kind == "pool" for s in plan.steps):
+            yield
+            return
+        loop = asyncio.get_running_loop()
+
+        def taken(_event: Any, _measurements: Any, _meta: Any) -> None:
+            task = asyncio.current_task()
+            if task is not None and task.get_name().startswith("plan step "):
+                self._pool_started[task] = loop.time()
+
+        telemetry.attach(self._handler_id, ("aiotp", "pool", "execute", "start"), taken)
+        try:
+            yield
+        finally:
+            telemetry.detach(self._handler_id)
+            self._pool_started.clear()
+
+
+def _outputs(step: PlanStep, value: Any) -> dict[str, Any]:
+    """The artifacts a step's result becomes (see step.py)."""
+    produces = step.produces
+    if not produces:
+        return {}
+    if len(produces) == 1:
+        return {next(iter(produces)): value}
+    if not isinstance(value, Mapping):
+        raise TypeError(
+            f"step {step.step_id!r} produces {sorted(produces)}: its tool must return a mapping "
+            f"holding each, got {type(value).__name__}"
+        )
+    missing = sorted(produces - value.keys())
+    if missing:
+        raise KeyError(f"step {step.step_id!r} did not return artifacts {missing}")
+    return {name: value[name] for name in produces}
