@@ -109,7 +109,7 @@ class PlanHandle:
 
     def __init__(self, rt: Any, name: str, ref: Any, done: asyncio.Future[dict[str, Any]]):
         self.rt = rt
-        self.run_name = name
+        self.name = name
         self.ref = ref
         self._done = done
 
