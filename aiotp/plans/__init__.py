@@ -22,6 +22,8 @@ if TYPE_CHECKING:
         UnknownArtifact,
         UnknownStep,
     )
+    from aiotp.plans.plan import Plan
+    from aiotp.plans.planner import Planner, create_and_validate_plan_sync
     from aiotp.plans.spec import LatencyClass, ToolSpec, pool_tool, tool_spec
     from aiotp.plans.step import PlanStep
 
@@ -35,6 +37,9 @@ _EXPORTS: dict[str, str] = {
     "StepFailed": "aiotp.plans.errors",
     "UnknownArtifact": "aiotp.plans.errors",
     "UnknownStep": "aiotp.plans.errors",
+    "Plan": "aiotp.plans.plan",
+    "Planner": "aiotp.plans.planner",
+    "create_and_validate_plan_sync": "aiotp.plans.planner",
     "LatencyClass": "aiotp.plans.spec",
     "ToolSpec": "aiotp.plans.spec",
     "pool_tool": "aiotp.plans.spec",
@@ -46,15 +51,18 @@ __all__ = [
     "DuplicateProducer",
     "DuplicateStep",
     "LatencyClass",
+    "Plan",
     "PlanCancelled",
     "PlanCycle",
     "PlanError",
     "PlanStep",
     "PlanValidationError",
+    "Planner",
     "StepFailed",
     "ToolSpec",
     "UnknownArtifact",
     "UnknownStep",
+    "create_and_validate_plan_sync",
     "pool_tool",
     "tool_spec",
 ]

@@ -98,16 +98,23 @@ def references(value: Any) -> frozenset[str]:
     return frozenset(found)
 
 
+# Scalars hold no reference: skipping them without a call keeps planning 10,000 steps fast.
+_SCALARS = frozenset({str, int, float, bool, bytes, type(None)})
+
+
 def _collect(value: Any, found: set[str]) -> None:
     if isinstance(value, Mapping):
         ref = _ref(value)
         if ref is not None:
             found.add(ref)
             return
-        for item in value.values():
-            _collect(item, found)
+        items: Iterable[Any] = value.values()
     elif isinstance(value, list | tuple):
-        for item in value:
+        items = value
+    else:
+        return
+    for item in items:
+        if type(item) not in _SCALARS:
             _collect(item, found)
 
 
