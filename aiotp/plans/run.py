@@ -179,7 +179,14 @@ async def start_plan(
         restart="temporary",
         name=plan_name(name),
     )
-    ref = await (await _supervisor(rt)).start_child(spec)
+    from aiotp.supervisors.errors import StartChildError
+
+    try:
+        ref = await (await _supervisor(rt)).start_child(spec)
+    except StartChildError as exc:
+        if isinstance(exc.cause, NameTaken):  # the supervisor wraps it; the caller asked by name
+            raise exc.cause from None
+        raise
     return PlanHandle(rt, name, ref, done)
 
 
