@@ -99,7 +99,9 @@ class PlanRun(Actor):
     def _settle_cancelled(self) -> None:
         if not self.done.done():
             self.done.set_exception(
-                PlanCancelled(f"plan {self.run_name!r} was cancelled", dict(self.executor.artifacts))
+                PlanCancelled(
+                    f"plan {self.run_name!r} was cancelled", dict(self.executor.artifacts)
+                )
             )
             self.done.exception()  # read: a caller that left must not leave it unretrieved
 

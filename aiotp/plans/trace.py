@@ -98,7 +98,7 @@ def format_timeline(trace: Iterable[TraceEntry | Mapping[str, Any]], width: int 
     label = max(len(f"{e['step_id']} #{e['attempt']}") for e in entries)
     lines = [f"{'step':<{label}} |{'0':<{width - 1}}| {end * 1e3:.1f} ms"]
     for entry in entries:
-        begin = int(entry["start"] * scale)
+        begin = min(int(entry["start"] * scale), width - 1)  # one ending the run still shows
         wait = int(entry.get("lock_wait", 0.0) * scale)
         run = max(1, round(entry["duration"] * scale))
         mark = _MARKS.get(entry["status"], "?")

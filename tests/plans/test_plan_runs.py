@@ -284,4 +284,5 @@ async def test_format_timeline_prints_one_line_per_attempt() -> None:
     assert sorted(attempts) == ["first #1", "flaky #1", "flaky #2", "flaky #3"]
     assert sum(line.endswith(" error") for line in lines) == 2
     assert all(len(line.split("|")[1]) == 40 for line in lines[1:])
+    assert all(line.split("|")[1].strip(" .") for line in lines[1:])  # each attempt shows a mark
     assert format_timeline([]) == "(no steps ran)"
