@@ -17,6 +17,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import actors_tour
 import guarantees_tour
+import plan_pipeline
 import pool_process
 import pool_thread
 import reliability_tour
@@ -34,6 +35,7 @@ PARTS: list[tuple[str, Any]] = [
         "Guarantees: a killed callee, a pool call timing out, a worker SIGKILLed",
         guarantees_tour.main,
     ),
+    ("Plans: an ETL plan over a process pool, fan-out/fan-in, its timeline", plan_pipeline.main),
 ]
 
 

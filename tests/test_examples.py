@@ -66,6 +66,19 @@ def test_guarantees_tour_shows_its_three_guarantees() -> None:
     assert "the queued request: 42.0" in out.stdout
 
 
+def test_plan_pipeline_runs_its_etl_plan_over_a_process_pool() -> None:
+    started = time.monotonic()
+    out = _run("plan_pipeline.py", timeout=60)
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert time.monotonic() - started < 30
+    assert "loaded 6 rows: {'ann': 12.0, 'bob': 24.0" in out.stdout
+    assert "parsed in worker processes" in out.stdout
+    for step in ("extract_north #1", "parse_west #1", "score_south #1", "merge #1", "load #1"):
+        assert any(
+            line.startswith(step) and line.endswith(" ok") for line in out.stdout.splitlines()
+        )
+
+
 @pytest.mark.slow
 def test_demo_runs_every_part_and_exits_zero() -> None:
     started = time.monotonic()
@@ -74,6 +87,7 @@ def test_demo_runs_every_part_and_exits_zero() -> None:
     assert "all parts ok" in out.stdout
     assert "report: {'calls': 4000" in out.stdout
     assert "What the caller gets" in out.stdout
+    assert "== Plans: an ETL plan" in out.stdout
     assert time.monotonic() - started < 30
 
 
