@@ -81,6 +81,7 @@ class SessionMachine(RuleBasedStateMachine):
         # reached-states check never depends on which rules a run happened to draw.
         self.call_while_its_worker_is_busy("s0")
         self.kill_a_sessions_worker("s1")
+        self.delete_session("s2")
 
     @property
     def strict(self) -> bool:
