@@ -33,6 +33,7 @@ Rules:
 from __future__ import annotations
 
 import asyncio
+import collections
 import concurrent.futures
 import contextlib
 import functools
@@ -41,6 +42,7 @@ import os
 from collections.abc import AsyncIterator, Iterable, Mapping
 from typing import Any
 
+from aiotp.plans.deadlines import Deadlines
 from aiotp.plans.errors import PlanValidationError, StepFailed, UnknownArtifact
 from aiotp.plans.locks import ResourceLocks
 from aiotp.plans.plan import Plan
@@ -101,7 +103,10 @@ class Executor:
         self.threads = threads or min(32, (os.cpu_count() or 1) + 4)
         self._caps: dict[Any, asyncio.Semaphore] = {}
         self._results: dict[str, StepResult] = {}
-        self._trace: list[TraceEntry] = []
+        self._trace: list[tuple[Any, ...]] = []  # TraceEntry fields, one per attempt
+        self._with_refs: frozenset[str] = frozenset()  # steps whose args hold references
+        self._loop: asyncio.AbstractEventLoop = None  # type: ignore[assignment]  # set per run
+        self._deadlines: Deadlines = None  # type: ignore[assignment]
         self.artifacts: dict[str, Any] = {}  # the last run's, also while it runs or failed
         self._running = False
         self._started = 0.0
@@ -112,10 +117,10 @@ class Executor:
     # -- introspection ------------------------------------------------------------------------
     def get_trace(self) -> list[dict[str, Any]]:
         """One entry per attempt of the last run (empty without ``enable_tracing``)."""
-        return [entry.as_dict() for entry in self._trace]
+        return [entry.as_dict() for entry in self.trace_entries()]
 
     def trace_entries(self) -> list[TraceEntry]:
-        return list(self._trace)
+        return [TraceEntry(*fields) for fields in self._trace]
 
     def get_results(self) -> dict[str, StepResult]:
         return dict(self._results)
@@ -147,13 +152,16 @@ class Executor:
         self._running = True
         self._results = {step.step_id: StepResult(step.step_id) for step in plan.steps}
         self._trace = []
-        loop = asyncio.get_running_loop()
+        loop = self._loop = asyncio.get_running_loop()
         self._started = loop.time()
+        self._deadlines = Deadlines(loop)
+        self._with_refs = frozenset(s.step_id for s in plan.steps if s.refs)
         try:
             async with self._pool_watch(plan):
                 await self._run(plan, artifacts)
         finally:
             self._running = False
+            self._deadlines.close()
             if self._pool is not None:
                 self._pool.shutdown(wait=False, cancel_futures=True)
                 self._pool = None
@@ -176,6 +184,16 @@ class Executor:
         waiting = {step_id: len(deps) for step_id, deps in plan.dependencies.items()}
         ready = [step_id for step_id in plan.order if not waiting[step_id]]
         running: dict[asyncio.Task[None], str] = {}
+        # Finished steps are queued by their tasks' done callbacks, so that handling one costs
+        # O(1), not an asyncio.wait over every running step (O(running) per completion).
+        finished: collections.deque[asyncio.Task[None]] = collections.deque()
+        wake: list[asyncio.Future[None]] = []
+
+        def on_done(task: asyncio.Task[None]) -> None:
+            finished.append(task)
+            if wake and not wake[0].done():
+                wake[0].set_result(None)
+
         first_failure: tuple[str, BaseException] | None = None
         try:
             while ready or running:
@@ -183,10 +201,15 @@ class Executor:
                     task = loop.create_task(
                         self._run_step(plan.by_id[step_id], artifacts), name=f"plan step {step_id}"
                     )
+                    task.add_done_callback(on_done)
                     running[task] = step_id
                 ready = []
-                done, _ = await asyncio.wait(running, return_when=asyncio.FIRST_COMPLETED)
-                for task in sorted(done, key=lambda t: position[running[t]]):
+                if not finished:
+                    wake[:] = [loop.create_future()]
+                    await wake[0]
+                failed = []
+                while finished:
+                    task = finished.popleft()
                     step_id = running.pop(task)
                     error = task.exception()
                     if error is None:
@@ -197,14 +220,16 @@ class Executor:
                                 and self._status(dependent) is StepStatus.PENDING
                             ):
                                 ready.append(dependent)
-                        continue
+                    else:
+                        failed.append((position[step_id], step_id, error))
+                # Of steps failing in one loop turn, the first in plan order is "the" failure.
+                for _, step_id, error in sorted(failed, key=lambda f: f[0]):
                     if first_failure is None:
                         first_failure = (step_id, error)
                     self._skip_dependents(plan, step_id)
-                    if self.failure_policy == "stop":
-                        await self._cancel(running)
-                        ready = []
-                        break
+                if first_failure is not None and self.failure_policy == "stop":
+                    await self._cancel(running)
+                    break
                 ready.sort(key=position.__getitem__)
         except asyncio.CancelledError:
             await await_through_cancel(self._cancel(running), CLEANUP_TIMEOUT)
@@ -245,50 +270,62 @@ class Executor:
         for task, step_id in running.items():
             if task.cancelled():
                 self._results[step_id].status = StepStatus.CANCELLED
+            else:
+                task.exception()  # read: a step that failed as the run stopped is not news
         running.clear()
 
     # -- one step -------------------------------------------------------------------------------
     async def _run_step(self, step: PlanStep, artifacts: dict[str, Any]) -> None:
-        loop = asyncio.get_running_loop()
         spec = step.spec
         result = self._results[step.step_id]
-        first_start: float | None = None
+        guarded = spec.concurrency_cap is not None or spec.reads or spec.writes
         while True:
             result.attempts += 1
             result.status = StepStatus.WAITING
-            asked = loop.time()
-            error: BaseException | None = None
-            async with self._cap(spec), self.locks.hold(spec.reads, spec.writes):
-                started = loop.time()
-                first_start = started if first_start is None else first_start
-                result.status = StepStatus.RUNNING
-                try:
-                    value = await self._call(spec, resolve(step.args, artifacts))
-                    outputs = _outputs(step, value)
-                except asyncio.CancelledError:
-                    self._record(step, result, "cancelled", asked, started, None)
-                    result.duration = loop.time() - first_start
-                    raise
-                except Exception as exc:
-                    error = exc
-                    status = "timeout" if isinstance(exc, TimeoutError) else "error"
-                    self._record(step, result, status, asked, started, exc)
-                else:
-                    self._record(step, result, "ok", asked, started, None)
-                    artifacts.update(outputs)
-                    result.result = value
-                    result.status = StepStatus.DONE
-                    result.duration = loop.time() - first_start
-                    return
-            assert error is not None
+            asked = self._loop.time()
+            if guarded:
+                async with self._cap(spec), self.locks.hold(spec.reads, spec.writes):
+                    error = await self._attempt(step, result, artifacts, asked)
+            else:
+                error = await self._attempt(step, result, artifacts, asked)
+            if error is None:
+                return
             if not spec.idempotent or result.attempts > self.max_retries:
                 result.status = StepStatus.FAILED
                 result.error = error
-                result.duration = loop.time() - first_start
                 raise error
             # Retried outside its locks, so that the backoff holds nothing anybody waits for.
             delay = min(self.backoff * 2 ** (result.attempts - 1), self.max_backoff)
             await asyncio.sleep(delay)
+
+    async def _attempt(
+        self, step: PlanStep, result: StepResult, artifacts: dict[str, Any], asked: float
+    ) -> BaseException | None:
+        """Run one attempt; None when it succeeded, its error otherwise (CancelledError
+        propagates)."""
+        loop = self._loop
+        started = loop.time()
+        if result.start is None:
+            result.start = started - self._started
+        result.status = StepStatus.RUNNING
+        args = resolve(step.args, artifacts) if step.step_id in self._with_refs else step.args
+        try:
+            value = await self._call(step.spec, args)
+            outputs = _outputs(step, value)
+        except asyncio.CancelledError:
+            self._record(step, result, "cancelled", asked, started, None)
+            raise
+        except Exception as exc:
+            status = "timeout" if isinstance(exc, TimeoutError) else "error"
+            self._record(step, result, status, asked, started, exc)
+            result.duration = loop.time() - self._started - result.start
+            return exc
+        self._record(step, result, "ok", asked, started, None)
+        artifacts.update(outputs)
+        result.result = value
+        result.status = StepStatus.DONE
+        result.duration = loop.time() - self._started - result.start
+        return None
 
     def _cap(self, spec: ToolSpec) -> contextlib.AbstractAsyncContextManager[Any]:
         if spec.concurrency_cap is None:
@@ -299,24 +336,37 @@ class Executor:
             sem = self._caps[key] = asyncio.Semaphore(spec.concurrency_cap)
         return sem
 
-    async def _call(self, spec: ToolSpec, args: dict[str, Any]) -> Any:
+    async def _call(self, spec: ToolSpec, args: Mapping[str, Any]) -> Any:
         timeout = spec.timeout if spec.timeout is not None else self.default_timeout
         if spec.kind == "pool":
             session = spec.session or self.session
             return await self.runtime.execute(
-                spec.pool, spec.pool_tool_name, args, timeout=timeout, session=session
+                spec.pool, spec.pool_tool_name, dict(args), timeout=timeout, session=session
             )
         assert spec.fn is not None
         if spec.kind == "async":
-            async with asyncio.timeout(timeout):
-                return await spec.fn(**args)
-        if self._pool is None:
-            self._pool = concurrent.futures.ThreadPoolExecutor(
-                self.threads, thread_name_prefix="aiotp-plan"
-            )
-        call = functools.partial(spec.fn, **args)
-        async with asyncio.timeout(timeout):
-            return await asyncio.get_running_loop().run_in_executor(self._pool, call)
+            call: Any = spec.fn(**args)
+        else:
+            if self._pool is None:
+                self._pool = concurrent.futures.ThreadPoolExecutor(
+                    self.threads, thread_name_prefix="aiotp-plan"
+                )
+            call = self._loop.run_in_executor(self._pool, functools.partial(spec.fn, **args))
+        task = asyncio.current_task()
+        assert task is not None
+        token = object()
+        cancelling = task.cancelling()
+        slot = self._deadlines.arm(task, token, timeout)
+        try:
+            return await call
+        except asyncio.CancelledError:
+            if self._deadlines.timed_out(token) and task.uncancel() <= cancelling:
+                raise TimeoutError(
+                    f"{spec.name} took longer than its timeout of {timeout} s"
+                ) from None
+            raise
+        finally:
+            self._deadlines.disarm(slot, task)
 
     # -- tracing ---------------------------------------------------------------------------------
     def _record(
@@ -330,22 +380,24 @@ class Executor:
     ) -> None:
         if not self.enable_tracing:
             return
-        now = asyncio.get_running_loop().time()
+        now = self._loop.time()
         pool_wait = 0.0
-        took = self._pool_started.pop(asyncio.current_task(), None)  # type: ignore[arg-type]
-        if took is not None:
-            pool_wait = max(0.0, took - started)
+        if self._pool_started:
+            took = self._pool_started.pop(asyncio.current_task(), None)  # type: ignore[arg-type]
+            if took is not None:
+                pool_wait = max(0.0, took - started)
+        # A tuple now, a TraceEntry when asked for: this runs once per attempt.
         self._trace.append(
-            TraceEntry(
-                step_id=step.step_id,
-                tool=step.spec.name,
-                status=status,
-                attempt=result.attempts,
-                start=started - self._started,
-                duration=now - started,
-                lock_wait=started - asked,
-                pool_wait=pool_wait,
-                error=None if error is None else f"{type(error).__name__}: {error}",
+            (
+                step.step_id,
+                step.spec.name,
+                status,
+                result.attempts,
+                started - self._started,
+                now - started,
+                started - asked,
+                pool_wait,
+                None if error is None else f"{type(error).__name__}: {error}",
             )
         )
 

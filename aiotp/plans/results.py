@@ -29,6 +29,7 @@ class StepResult:
     result: Any = None
     error: BaseException | None = None
     attempts: int = 0
+    start: float | None = None  # seconds since the run started, of its first attempt
     duration: float = 0.0  # seconds, all attempts, from its first start to its end
 
 

@@ -77,6 +77,7 @@ class PlanStep:
     produces: frozenset[str] = attrs.field(default=frozenset(), converter=_produces)
     depends_on: frozenset[str] = attrs.field(default=frozenset(), converter=_depends_on)
     spec: ToolSpec = attrs.field(init=False)
+    refs: frozenset[str] = attrs.field(init=False)  # artifacts referenced in args
 
     @tool.validator
     def _check_tool(self, _attr: Any, value: Any) -> None:
@@ -84,11 +85,12 @@ class PlanStep:
 
     def __attrs_post_init__(self) -> None:
         object.__setattr__(self, "spec", spec_of(self.tool))
+        object.__setattr__(self, "refs", references(self.args))
 
     @property
     def inputs(self) -> frozenset[str]:
         """Every artifact the step needs: ``consumes`` and the references in ``args``."""
-        return self.consumes | references(self.args)
+        return self.consumes | self.refs
 
 
 def references(value: Any) -> frozenset[str]:
@@ -130,15 +132,33 @@ def _ref(value: Mapping[str, Any]) -> str | None:
 def resolve(value: Any, artifacts: Mapping[str, Any]) -> Any:
     """`value` with every artifact reference replaced by the artifact (new containers; the
     artifacts themselves are not copied). `KeyError` names a missing artifact."""
-    if isinstance(value, Mapping):
+    kind = type(value)
+    if kind in _SCALARS:
+        return value  # the common case, without an ABC isinstance check
+    if kind is dict or isinstance(value, Mapping):
         ref = _ref(value)
         if ref is not None:
-            if ref not in artifacts:
-                raise KeyError(f"artifact {ref!r} is not available")
-            return artifacts[ref]
-        return {key: resolve(item, artifacts) for key, item in value.items()}
+            return _artifact(ref, artifacts)
+        out = {}
+        for key, item in value.items():
+            # Scalars and flat references inline: this runs for every step of a plan.
+            item_kind = type(item)
+            if item_kind in _SCALARS:
+                out[key] = item
+            elif item_kind is dict and len(item) == 1 and ARTIFACT_KEY in item:
+                out[key] = _artifact(_ref(item), artifacts)  # type: ignore[arg-type]
+            else:
+                out[key] = resolve(item, artifacts)
+        return out
     if isinstance(value, list):
         return [resolve(item, artifacts) for item in value]
     if isinstance(value, tuple):
         return tuple(resolve(item, artifacts) for item in value)
     return value
+
+
+def _artifact(name: str, artifacts: Mapping[str, Any]) -> Any:
+    try:
+        return artifacts[name]
+    except KeyError:
+        raise KeyError(f"artifact {name!r} is not available") from None
