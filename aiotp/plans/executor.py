@@ -36,19 +36,18 @@ import asyncio
 import collections
 import concurrent.futures
 import contextlib
-import functools
 import itertools
 import os
 from collections.abc import AsyncIterator, Iterable, Mapping
 from typing import Any
 
+from aiotp.plans.attempts import Attempts, Finished
 from aiotp.plans.deadlines import Deadlines
 from aiotp.plans.errors import PlanValidationError, StepFailed, UnknownArtifact
 from aiotp.plans.locks import ResourceLocks
 from aiotp.plans.plan import Plan
 from aiotp.plans.results import StepResult, StepStatus, TraceEntry
-from aiotp.plans.spec import ToolSpec
-from aiotp.plans.step import PlanStep, resolve
+from aiotp.plans.step import PlanStep
 from aiotp.runtime import telemetry
 from aiotp.runtime.cancel import await_through_cancel
 
@@ -59,7 +58,7 @@ CLEANUP_TIMEOUT = 10.0  # seconds a cancelled run waits for its steps to end
 _executor_ids = itertools.count(1)
 
 
-class Executor:
+class Executor(Attempts):
     """See the module docstring."""
 
     def __init__(
@@ -104,7 +103,6 @@ class Executor:
         self._caps: dict[Any, asyncio.Semaphore] = {}
         self._results: dict[str, StepResult] = {}
         self._trace: list[tuple[Any, ...]] = []  # TraceEntry fields, one per attempt
-        self._with_refs: frozenset[str] = frozenset()  # steps whose args hold references
         self._loop: asyncio.AbstractEventLoop = None  # type: ignore[assignment]  # set per run
         self._deadlines: Deadlines = None  # type: ignore[assignment]
         self.artifacts: dict[str, Any] = {}  # the last run's, also while it runs or failed
@@ -155,7 +153,6 @@ class Executor:
         loop = self._loop = asyncio.get_running_loop()
         self._started = loop.time()
         self._deadlines = Deadlines(loop)
-        self._with_refs = frozenset(s.step_id for s in plan.steps if s.refs)
         try:
             async with self._pool_watch(plan):
                 await self._run(plan, artifacts)
@@ -183,14 +180,16 @@ class Executor:
         position = {step_id: i for i, step_id in enumerate(plan.order)}
         waiting = {step_id: len(deps) for step_id, deps in plan.dependencies.items()}
         ready = [step_id for step_id in plan.order if not waiting[step_id]]
-        running: dict[asyncio.Task[None], str] = {}
+        dependents = dict(plan.dependents)  # plain dicts: read once per finished step
+        results = self._results
+        pending = StepStatus.PENDING
+        running: dict[asyncio.Task[Any], str] = {}
         # Finished steps are queued by their tasks' done callbacks, so that handling one costs
         # O(1), not an asyncio.wait over every running step (O(running) per completion).
-        finished: collections.deque[asyncio.Task[None]] = collections.deque()
+        finished: collections.deque[Finished] = collections.deque()
         wake: list[asyncio.Future[None]] = []
 
-        def on_done(task: asyncio.Task[None]) -> None:
-            finished.append(task)
+        def wake_up() -> None:
             if wake and not wake[0].done():
                 wake[0].set_result(None)
 
@@ -198,27 +197,19 @@ class Executor:
         try:
             while ready or running:
                 for step_id in ready:
-                    task = loop.create_task(
-                        self._run_step(plan.by_id[step_id], artifacts), name=f"plan step {step_id}"
-                    )
-                    task.add_done_callback(on_done)
-                    running[task] = step_id
+                    self._launch(plan.by_id[step_id], artifacts, running, finished, wake_up)
                 ready = []
                 if not finished:
                     wake[:] = [loop.create_future()]
                     await wake[0]
                 failed = []
                 while finished:
-                    task = finished.popleft()
+                    task, error = finished.popleft()
                     step_id = running.pop(task)
-                    error = task.exception()
                     if error is None:
-                        for dependent in plan.dependents[step_id]:
+                        for dependent in dependents[step_id]:
                             waiting[dependent] -= 1
-                            if (
-                                not waiting[dependent]
-                                and self._status(dependent) is StepStatus.PENDING
-                            ):
+                            if not waiting[dependent] and results[dependent].status is pending:
                                 ready.append(dependent)
                     else:
                         failed.append((position[step_id], step_id, error))
@@ -262,7 +253,7 @@ class Executor:
             if result.status in (StepStatus.PENDING, StepStatus.WAITING):
                 result.status = status
 
-    async def _cancel(self, running: dict[asyncio.Task[None], str]) -> None:
+    async def _cancel(self, running: dict[asyncio.Task[Any], str]) -> None:
         for task in running:
             task.cancel()
         if running:
@@ -273,133 +264,6 @@ class Executor:
             else:
                 task.exception()  # read: a step that failed as the run stopped is not news
         running.clear()
-
-    # -- one step -------------------------------------------------------------------------------
-    async def _run_step(self, step: PlanStep, artifacts: dict[str, Any]) -> None:
-        spec = step.spec
-        result = self._results[step.step_id]
-        guarded = spec.concurrency_cap is not None or spec.reads or spec.writes
-        while True:
-            result.attempts += 1
-            result.status = StepStatus.WAITING
-            asked = self._loop.time()
-            if guarded:
-                async with self._cap(spec), self.locks.hold(spec.reads, spec.writes):
-                    error = await self._attempt(step, result, artifacts, asked)
-            else:
-                error = await self._attempt(step, result, artifacts, asked)
-            if error is None:
-                return
-            if not spec.idempotent or result.attempts > self.max_retries:
-                result.status = StepStatus.FAILED
-                result.error = error
-                raise error
-            # Retried outside its locks, so that the backoff holds nothing anybody waits for.
-            delay = min(self.backoff * 2 ** (result.attempts - 1), self.max_backoff)
-            await asyncio.sleep(delay)
-
-    async def _attempt(
-        self, step: PlanStep, result: StepResult, artifacts: dict[str, Any], asked: float
-    ) -> BaseException | None:
-        """Run one attempt; None when it succeeded, its error otherwise (CancelledError
-        propagates)."""
-        loop = self._loop
-        started = loop.time()
-        if result.start is None:
-            result.start = started - self._started
-        result.status = StepStatus.RUNNING
-        args = resolve(step.args, artifacts) if step.step_id in self._with_refs else step.args
-        try:
-            value = await self._call(step.spec, args)
-            outputs = _outputs(step, value)
-        except asyncio.CancelledError:
-            self._record(step, result, "cancelled", asked, started, None)
-            raise
-        except Exception as exc:
-            status = "timeout" if isinstance(exc, TimeoutError) else "error"
-            self._record(step, result, status, asked, started, exc)
-            result.duration = loop.time() - self._started - result.start
-            return exc
-        self._record(step, result, "ok", asked, started, None)
-        artifacts.update(outputs)
-        result.result = value
-        result.status = StepStatus.DONE
-        result.duration = loop.time() - self._started - result.start
-        return None
-
-    def _cap(self, spec: ToolSpec) -> contextlib.AbstractAsyncContextManager[Any]:
-        if spec.concurrency_cap is None:
-            return contextlib.nullcontext()
-        key: Any = (spec.pool, spec.pool_tool_name) if spec.kind == "pool" else id(spec)
-        sem = self._caps.get(key)
-        if sem is None:
-            sem = self._caps[key] = asyncio.Semaphore(spec.concurrency_cap)
-        return sem
-
-    async def _call(self, spec: ToolSpec, args: Mapping[str, Any]) -> Any:
-        timeout = spec.timeout if spec.timeout is not None else self.default_timeout
-        if spec.kind == "pool":
-            session = spec.session or self.session
-            return await self.runtime.execute(
-                spec.pool, spec.pool_tool_name, dict(args), timeout=timeout, session=session
-            )
-        assert spec.fn is not None
-        if spec.kind == "async":
-            call: Any = spec.fn(**args)
-        else:
-            if self._pool is None:
-                self._pool = concurrent.futures.ThreadPoolExecutor(
-                    self.threads, thread_name_prefix="aiotp-plan"
-                )
-            call = self._loop.run_in_executor(self._pool, functools.partial(spec.fn, **args))
-        task = asyncio.current_task()
-        assert task is not None
-        token = object()
-        cancelling = task.cancelling()
-        slot = self._deadlines.arm(task, token, timeout)
-        try:
-            return await call
-        except asyncio.CancelledError:
-            if self._deadlines.timed_out(token) and task.uncancel() <= cancelling:
-                raise TimeoutError(
-                    f"{spec.name} took longer than its timeout of {timeout} s"
-                ) from None
-            raise
-        finally:
-            self._deadlines.disarm(slot, task)
-
-    # -- tracing ---------------------------------------------------------------------------------
-    def _record(
-        self,
-        step: PlanStep,
-        result: StepResult,
-        status: str,
-        asked: float,
-        started: float,
-        error: BaseException | None,
-    ) -> None:
-        if not self.enable_tracing:
-            return
-        now = self._loop.time()
-        pool_wait = 0.0
-        if self._pool_started:
-            took = self._pool_started.pop(asyncio.current_task(), None)  # type: ignore[arg-type]
-            if took is not None:
-                pool_wait = max(0.0, took - started)
-        # A tuple now, a TraceEntry when asked for: this runs once per attempt.
-        self._trace.append(
-            (
-                step.step_id,
-                step.spec.name,
-                status,
-                result.attempts,
-                started - self._started,
-                now - started,
-                started - asked,
-                pool_wait,
-                None if error is None else f"{type(error).__name__}: {error}",
-            )
-        )
 
     @contextlib.asynccontextmanager
     async def _pool_watch(self, plan: Plan) -> AsyncIterator[None]:
@@ -420,21 +284,3 @@ class Executor:
         finally:
             telemetry.detach(self._handler_id)
             self._pool_started.clear()
-
-
-def _outputs(step: PlanStep, value: Any) -> dict[str, Any]:
-    """The artifacts a step's result becomes (see step.py)."""
-    produces = step.produces
-    if not produces:
-        return {}
-    if len(produces) == 1:
-        return {next(iter(produces)): value}
-    if not isinstance(value, Mapping):
-        raise TypeError(
-            f"step {step.step_id!r} produces {sorted(produces)}: its tool must return a mapping "
-            f"holding each, got {type(value).__name__}"
-        )
-    missing = sorted(produces - value.keys())
-    if missing:
-        raise KeyError(f"step {step.step_id!r} did not return artifacts {missing}")
-    return {name: value[name] for name in produces}

@@ -23,7 +23,7 @@ import attrs
 
 from aiotp.plans.spec import ToolSpec, spec_of
 
-__all__ = ["ARTIFACT_KEY", "PlanStep", "references", "resolve"]
+__all__ = ["ARTIFACT_KEY", "PlanStep", "binder", "references", "resolve"]
 
 ARTIFACT_KEY = "$artifact"
 
@@ -78,6 +78,9 @@ class PlanStep:
     depends_on: frozenset[str] = attrs.field(default=frozenset(), converter=_depends_on)
     spec: ToolSpec = attrs.field(init=False)
     refs: frozenset[str] = attrs.field(init=False)  # artifacts referenced in args
+    bind: Callable[[Mapping[str, Any]], Mapping[str, Any]] = attrs.field(
+        init=False, eq=False, repr=False
+    )  # args resolved against the artifacts (`binder`), made once
 
     @tool.validator
     def _check_tool(self, _attr: Any, value: Any) -> None:
@@ -86,6 +89,7 @@ class PlanStep:
     def __attrs_post_init__(self) -> None:
         object.__setattr__(self, "spec", spec_of(self.tool))
         object.__setattr__(self, "refs", references(self.args))
+        object.__setattr__(self, "bind", binder(self.args))
 
     @property
     def inputs(self) -> frozenset[str]:
@@ -162,3 +166,35 @@ def _artifact(name: str, artifacts: Mapping[str, Any]) -> Any:
         return artifacts[name]
     except KeyError:
         raise KeyError(f"artifact {name!r} is not available") from None
+
+
+def binder(args: Mapping[str, Any]) -> Callable[[Mapping[str, Any]], Mapping[str, Any]]:
+    """A function giving `args` resolved against the artifacts, made once per step: flat
+    arguments (scalars and top-level references, the common case) are bound without walking
+    them again; anything nested goes through `resolve`."""
+    if not references(args):
+        return lambda _artifacts: args
+    return _flat_binder(args)
+
+
+def _flat_binder(args: Mapping[str, Any]) -> Callable[[Mapping[str, Any]], Mapping[str, Any]]:
+    fixed: dict[str, Any] = {}
+    refs: list[tuple[str, str]] = []
+    for key, item in args.items():
+        if type(item) in _SCALARS:
+            fixed[key] = item
+        elif type(item) is dict and len(item) == 1 and ARTIFACT_KEY in item:
+            refs.append((key, _ref(item)))  # type: ignore[arg-type]
+        else:
+            return lambda artifacts: resolve(args, artifacts)
+
+    def bind(artifacts: Mapping[str, Any]) -> Mapping[str, Any]:
+        bound = fixed.copy()
+        try:
+            for key, name in refs:
+                bound[key] = artifacts[name]
+        except KeyError as exc:
+            raise KeyError(f"artifact {exc.args[0]!r} is not available") from None
+        return bound
+
+    return bind
