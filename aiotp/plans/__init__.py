@@ -22,10 +22,15 @@ if TYPE_CHECKING:
         UnknownArtifact,
         UnknownStep,
     )
+    from aiotp.plans.executor import Executor
+    from aiotp.plans.locks import LockStatistics, ResourceLocks
     from aiotp.plans.plan import Plan
     from aiotp.plans.planner import Planner, create_and_validate_plan_sync
+    from aiotp.plans.results import StepResult, StepStatus, TraceEntry
+    from aiotp.plans.run import PlanHandle, cancel_plan, plan_progress, run_plan, start_plan
     from aiotp.plans.spec import LatencyClass, ToolSpec, pool_tool, tool_spec
     from aiotp.plans.step import PlanStep
+    from aiotp.plans.trace import format_timeline, to_chrome_trace
 
 _EXPORTS: dict[str, str] = {
     "DuplicateProducer": "aiotp.plans.errors",
@@ -45,25 +50,51 @@ _EXPORTS: dict[str, str] = {
     "pool_tool": "aiotp.plans.spec",
     "tool_spec": "aiotp.plans.spec",
     "PlanStep": "aiotp.plans.step",
+    "Executor": "aiotp.plans.executor",
+    "LockStatistics": "aiotp.plans.locks",
+    "ResourceLocks": "aiotp.plans.locks",
+    "StepResult": "aiotp.plans.results",
+    "StepStatus": "aiotp.plans.results",
+    "TraceEntry": "aiotp.plans.results",
+    "PlanHandle": "aiotp.plans.run",
+    "cancel_plan": "aiotp.plans.run",
+    "plan_progress": "aiotp.plans.run",
+    "run_plan": "aiotp.plans.run",
+    "start_plan": "aiotp.plans.run",
+    "format_timeline": "aiotp.plans.trace",
+    "to_chrome_trace": "aiotp.plans.trace",
 }
 
 __all__ = [
     "DuplicateProducer",
     "DuplicateStep",
+    "Executor",
     "LatencyClass",
+    "LockStatistics",
     "Plan",
     "PlanCancelled",
     "PlanCycle",
     "PlanError",
+    "PlanHandle",
     "PlanStep",
     "PlanValidationError",
     "Planner",
+    "ResourceLocks",
     "StepFailed",
+    "StepResult",
+    "StepStatus",
     "ToolSpec",
+    "TraceEntry",
     "UnknownArtifact",
     "UnknownStep",
+    "cancel_plan",
     "create_and_validate_plan_sync",
+    "format_timeline",
+    "plan_progress",
     "pool_tool",
+    "run_plan",
+    "start_plan",
+    "to_chrome_trace",
     "tool_spec",
 ]
 

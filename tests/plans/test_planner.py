@@ -436,3 +436,10 @@ def test_a_back_edge_makes_a_cycle_that_is_named(
         plan_of(*changed, initial={"seed"})
     assert_real_cycle(err.value.cycle, naive_graph(changed))
     assert " -> ".join(err.value.cycle) in str(err.value)
+
+
+def test_the_plans_package_exports_what_it_lists() -> None:
+    import aiotp.plans
+
+    missing = [name for name in aiotp.plans.__all__ if not hasattr(aiotp.plans, name)]
+    assert not missing and aiotp.plans.__all__ == sorted(aiotp.plans.__all__)
