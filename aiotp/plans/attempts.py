@@ -23,6 +23,7 @@ import contextlib
 import functools
 from collections import deque
 from collections.abc import Callable, Mapping
+from time import perf_counter as clock  # traces: uvloop's loop.time() ticks in ms
 from typing import Any
 
 from aiotp.plans.deadlines import Deadlines
@@ -111,7 +112,7 @@ class Attempts:
         except Exception:
             return False  # the general way reports it as a failed attempt, with its trace
         loop = self._loop
-        started = loop.time()
+        started = clock()
         result.attempts += 1
         result.status = StepStatus.RUNNING
         if result.start is None:
@@ -172,7 +173,7 @@ class Attempts:
                 await asyncio.sleep(delay)
             result.attempts += 1
             result.status = StepStatus.WAITING
-            asked = self._loop.time()
+            asked = clock()
             if guarded:
                 async with self._cap(spec), self.locks.hold(spec.reads, spec.writes):
                     error = await self._attempt(step, result, artifacts, asked)
@@ -194,7 +195,7 @@ class Attempts:
     ) -> BaseException | None:
         """Run one attempt; None when it succeeded, its error otherwise (CancelledError
         propagates)."""
-        started = self._loop.time()
+        started = clock()
         if result.start is None:
             result.start = started - self._started
         result.status = StepStatus.RUNNING
@@ -264,7 +265,7 @@ class Attempts:
         artifacts.update(outputs)
         result.result = value
         result.status = StepStatus.DONE
-        result.duration = self._loop.time() - self._started - (result.start or 0.0)
+        result.duration = clock() - self._started - (result.start or 0.0)
 
     def _failed_attempt(
         self,
@@ -276,7 +277,7 @@ class Attempts:
     ) -> None:
         status = "timeout" if isinstance(error, TimeoutError) else "error"
         self._record(step, result, status, asked, started, error)
-        result.duration = self._loop.time() - self._started - (result.start or 0.0)
+        result.duration = clock() - self._started - (result.start or 0.0)
 
     def _record(
         self,
@@ -289,7 +290,7 @@ class Attempts:
     ) -> None:
         if not self.enable_tracing:
             return
-        now = self._loop.time()
+        now = clock()
         pool_wait = 0.0
         if self._pool_started:
             took = self._pool_started.pop(asyncio.current_task(), None)  # type: ignore[arg-type]

@@ -39,6 +39,7 @@ import contextlib
 import itertools
 import os
 from collections.abc import AsyncIterator, Iterable, Mapping
+from time import perf_counter as clock  # traces: uvloop's loop.time() ticks in ms
 from typing import Any
 
 from aiotp.plans.attempts import Attempts, Finished
@@ -151,7 +152,7 @@ class Executor(Attempts):
         self._results = {step.step_id: StepResult(step.step_id) for step in plan.steps}
         self._trace = []
         loop = self._loop = asyncio.get_running_loop()
-        self._started = loop.time()
+        self._started = clock()
         self._deadlines = Deadlines(loop)
         try:
             async with self._pool_watch(plan):
@@ -271,12 +272,11 @@ class Executor(Attempts):
         if not self.enable_tracing or not any(s.spec.kind == "pool" for s in plan.steps):
             yield
             return
-        loop = asyncio.get_running_loop()
 
         def taken(_event: Any, _measurements: Any, _meta: Any) -> None:
             task = asyncio.current_task()
             if task is not None and task.get_name().startswith("plan step "):
-                self._pool_started[task] = loop.time()
+                self._pool_started[task] = clock()
 
         telemetry.attach(self._handler_id, ("aiotp", "pool", "execute", "start"), taken)
         try:
