@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import graphlib
 import time
 from collections.abc import Callable
@@ -57,6 +58,7 @@ def plan_steps(steps: list[PlanStep]) -> Callable[[], float]:
     planner = Planner()
 
     def bench() -> float:
+        gc.collect()  # each side starts from the same heap: no inherited collection debt
         t0 = time.perf_counter()
         planner.create_plan(steps)
         return (time.perf_counter() - t0) * 1e3
@@ -66,6 +68,7 @@ def plan_steps(steps: list[PlanStep]) -> Callable[[], float]:
 
 def graphlib_sort(edges: list[tuple[str, list[str]]]) -> Callable[[], float]:
     def bench() -> float:
+        gc.collect()  # each side starts from the same heap: no inherited collection debt
         t0 = time.perf_counter()
         graph = {sid: set(before) for sid, before in edges}
         list(graphlib.TopologicalSorter(graph).static_order())
@@ -78,6 +81,7 @@ def analyze(plan: Plan) -> Callable[[], float]:
     planner = Planner()
 
     def bench() -> float:
+        gc.collect()  # each side starts from the same heap: no inherited collection debt
         t0 = time.perf_counter()
         planner.analyze_parallelism(plan)
         return (time.perf_counter() - t0) * 1e3
@@ -87,6 +91,7 @@ def analyze(plan: Plan) -> Callable[[], float]:
 
 def graphlib_rounds(edges: list[tuple[str, list[str]]]) -> Callable[[], float]:
     def bench() -> float:
+        gc.collect()  # each side starts from the same heap: no inherited collection debt
         t0 = time.perf_counter()
         sorter = graphlib.TopologicalSorter({sid: set(before) for sid, before in edges})
         sorter.prepare()
@@ -159,6 +164,7 @@ def fan_out_chain() -> list[PlanStep]:
 def run_executor(runner: asyncio.Runner, plan: Plan) -> Callable[[], float]:
     async def go() -> float:
         executor = Executor()
+        gc.collect()  # each side starts from the same heap: no inherited collection debt
         t0 = time.perf_counter()
         artifacts = await executor.execute_plan(plan)
         took = time.perf_counter() - t0
@@ -172,6 +178,7 @@ def run_gather(runner: asyncio.Runner) -> Callable[[], float]:
     """The floor: the same DAG by hand, each level one gather of tasks over the last's values."""
 
     async def go() -> float:
+        gc.collect()  # each side starts from the same heap: no inherited collection debt
         t0 = time.perf_counter()
         values = await asyncio.gather(*(noop_step() for _ in range(WIDTH)))
         for _ in range(1, LEVELS):

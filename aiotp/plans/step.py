@@ -78,9 +78,7 @@ class PlanStep:
     depends_on: frozenset[str] = attrs.field(default=frozenset(), converter=_depends_on)
     spec: ToolSpec = attrs.field(init=False)
     refs: frozenset[str] = attrs.field(init=False)  # artifacts referenced in args
-    bind: Callable[[Mapping[str, Any]], Mapping[str, Any]] = attrs.field(
-        init=False, eq=False, repr=False
-    )  # args resolved against the artifacts (`binder`), made once
+    _binder: Any = attrs.field(init=False, default=None, eq=False, repr=False, alias="_binder")
 
     @tool.validator
     def _check_tool(self, _attr: Any, value: Any) -> None:
@@ -89,7 +87,16 @@ class PlanStep:
     def __attrs_post_init__(self) -> None:
         object.__setattr__(self, "spec", spec_of(self.tool))
         object.__setattr__(self, "refs", references(self.args))
-        object.__setattr__(self, "bind", binder(self.args))
+
+    def bind(self, artifacts: Mapping[str, Any]) -> Mapping[str, Any]:
+        """The step's arguments with its references resolved against `artifacts`. The binding
+        function is made on first use, not at construction: planning 10,000 steps must not
+        pay for (or garbage-collect) 10,000 closures."""
+        bind = self._binder
+        if bind is None:
+            bind = binder(self.args)
+            object.__setattr__(self, "_binder", bind)
+        return bind(artifacts)  # type: ignore[no-any-return]
 
     @property
     def inputs(self) -> frozenset[str]:
