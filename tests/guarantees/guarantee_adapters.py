@@ -24,8 +24,11 @@ class Tools(aiotp.Adapter):
         return os.getpid()
 
     @aiotp.tool
-    def block(self, seconds: float, marker: str = "") -> float:
-        """A sync tool: cannot be interrupted; writes `marker` when it really ends."""
+    def block(self, seconds: float, marker: str = "", started: str = "") -> float:
+        """A sync tool: cannot be interrupted; writes `started` when it starts (so a test
+        knows it runs, not merely that it was sent) and `marker` when it really ends."""
+        if started:
+            Path(started).write_text("started")
         time.sleep(seconds)
         if marker:
             Path(marker).write_text("ended")

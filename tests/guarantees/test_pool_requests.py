@@ -35,7 +35,7 @@ async def test_timed_out_request_keeps_its_worker_busy_and_new_work_goes_elsewhe
     )
     marker = tmp_path / "ended"
     with pytest.raises(aiotp.CallTimeout):
-        await rt.execute("p", "block", {"seconds": 1.5, "marker": str(marker)}, timeout=0.2)
+        await rt.execute("p", "block", {"seconds": 2.0, "marker": str(marker)}, timeout=0.5)
     assert rt.pool_stats("p").busy == 1, "the slot was freed while its tool still runs"
     results = [await rt.execute("p", "quick", {"value": i}, timeout=1.0) for i in range(10)]
     assert results == list(range(10))  # none queued behind the abandoned tool
@@ -65,11 +65,12 @@ async def test_a_cancelled_caller_leaves_the_slot_busy_until_the_tool_ends(
     await rt.start_pool(
         "p", TOOLS, profile=profile, size=1, heartbeat=None, cancel_grace=30.0, overrun="wait"
     )
-    marker = tmp_path / "ended"
-    call = asyncio.ensure_future(
-        rt.execute("p", "block", {"seconds": 0.8, "marker": str(marker)}, timeout=10)
-    )
-    await wait_until(lambda: rt.pool_stats("p").busy == 1, 5.0)
+    marker, started = tmp_path / "ended", tmp_path / "started"
+    args = {"seconds": 0.8, "marker": str(marker), "started": str(started)}
+    call = asyncio.ensure_future(rt.execute("p", "block", args, timeout=10))
+    # Running, not merely sent: a request cancelled before it starts is skipped (and frees
+    # the slot at once), which is not the state this test is about.
+    await wait_until(started.exists, 5.0)
     call.cancel()
     with pytest.raises(asyncio.CancelledError):
         await call
