@@ -19,14 +19,13 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
 from aiotp.runtime import telemetry
 from aiotp.runtime.errors import CallTimeout, RuntimeClosed
 from aiotp.workers.config import check_affinity, check_retry
 from aiotp.workers.errors import (
-    SerializationError,
     SessionWorkerLost,
     UnknownPool,
     WorkerCrashed,
@@ -206,6 +205,8 @@ async def _attempt(
             result = await slot.handle.request(tool, args, remaining, ticket)
         else:
             result = await slot.handle.request(tool, args, remaining, ticket, context)
+            if context[1] is not None:
+                slot.settings_sent[context[0]] = context[1]  # the worker holds them now
         outcome = "ok"
     except BaseException as exc:
         if observed:
@@ -223,9 +224,7 @@ async def _attempt(
         raise
     finally:
         pool.dispatcher.latency.record(loop.time() - sent)
-        pool.release(slot, ticket, outcome)
-        if session is not None and mode == "hint":
-            pool.router.served(session, slot)
+        pool.release(slot, ticket, outcome, _after(pool, session, slot, mode))
     if observed:
         telemetry.execute(
             ("aiotp", "pool", "execute", "stop"), {"duration": loop.time() - started}, meta
@@ -237,13 +236,22 @@ def _session_failure(
     pool: Pool, session: str, mode: str, slot: WorkerSlot, exc: BaseException
 ) -> BaseException | None:
     """What a session request's failure becomes: None to raise it as it is."""
-    undelivered = isinstance(exc, WorkerCrashed) and not exc.delivered
-    if undelivered or isinstance(exc, SerializationError):
-        slot.settings_sent.pop(session, None)  # the worker never got this request's settings
+    if not isinstance(exc, WorkerCrashed) or isinstance(exc, SessionWorkerLost):
         return None
-    if mode != "hint" and isinstance(exc, WorkerCrashed) and not isinstance(exc, SessionWorkerLost):
+    if mode != "hint" and exc.delivered:
         return pool.router.crashed(session, slot, exc)
     return None
+
+
+def _after(
+    pool: Pool, session: str | None, slot: WorkerSlot, mode: str
+) -> Callable[[], None] | None:
+    """What to do once the worker is really done with a session request (see
+    `SessionRouter.after`): run when the request's ticket ends, not when its caller left, so
+    that a request still queued in the worker cannot bring back state dropped before it ran."""
+    if session is None:
+        return None
+    return lambda: pool.router.after(session, slot, mode)
 
 
 async def stream(
@@ -265,14 +273,25 @@ async def stream(
     """
     pool, args = _prepare(rt, pool_name, tool, args, timeout, session)
     mode = pool.config.affinity if affinity is None else check_affinity(affinity)
-    slot, context = await _checkout(pool, session, mode, timeout)
+    while True:
+        slot, context = await _checkout(pool, session, mode, timeout)
+        ticket = Ticket()
+        try:
+            if context is None:
+                agen = slot.handle.stream(tool, args, timeout, ticket)
+            else:
+                agen = slot.handle.stream(tool, args, timeout, ticket, context)
+        except WorkerCrashed as exc:
+            pool.release(slot, ticket, "error", _after(pool, session, slot, mode))
+            if exc.delivered:
+                raise
+            continue  # the worker was gone before a byte was sent: nothing ran, try another
+        except BaseException:
+            pool.release(slot, ticket, "error", _after(pool, session, slot, mode))
+            raise
+        break
     outcome = "error"
-    ticket = Ticket()
     try:
-        if context is None:
-            agen = slot.handle.stream(tool, args, timeout, ticket)
-        else:
-            agen = slot.handle.stream(tool, args, timeout, ticket, context)
         try:
             async for item in agen:
                 yield item
@@ -289,6 +308,4 @@ async def stream(
                 raise failure from exc
         raise
     finally:
-        pool.release(slot, ticket, outcome)
-        if session is not None and mode == "hint":
-            pool.router.served(session, slot)
+        pool.release(slot, ticket, outcome, _after(pool, session, slot, mode))

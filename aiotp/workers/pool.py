@@ -31,6 +31,8 @@ from __future__ import annotations
 import asyncio
 import itertools
 import logging
+import secrets
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from aiotp.runtime import telemetry
@@ -70,6 +72,7 @@ class Pool:
         self.supervisor: ActorRef | None = None
         self.manager: ActorRef | None = None
         self._generation = itertools.count()
+        self.tag = secrets.token_hex(3)
         self.zygote: Any = None
         self._zygote_lock = asyncio.Lock()
         # The pool's first worker start (afresh, see _usable_zygote): None before it, True
@@ -82,7 +85,9 @@ class Pool:
         from aiotp.workers import thread_worker
 
         cfg = self.config
-        worker_id = f"{self.name}-{index}.{next(self._generation)}"
+        # Unique to this pool instance (its tag): a session pinned to a worker of another
+        # runtime, or of this pool before it restarted, never matches one of ours by chance.
+        worker_id = f"{self.name}-{index}.{next(self._generation)}.{self.tag}"
         if cfg.profile == "process":
             from aiotp.workers import process_start
 
@@ -175,12 +180,20 @@ class Pool:
         self.prestarted.clear()
 
     # -- request bookkeeping (called by execute/stream on the hot path) -------------------
-    def release(self, slot: WorkerSlot, ticket: Ticket, outcome: str) -> None:
+    def release(
+        self,
+        slot: WorkerSlot,
+        ticket: Ticket,
+        outcome: str,
+        then: Callable[[], None] | None = None,
+    ) -> None:
         """The caller is done with `slot` (``outcome``: "ok", "error" or "cancelled"). If the
         worker still runs the request (the caller timed out or was cancelled), the slot stays
-        busy until the ticket ends."""
+        busy until the ticket ends; `then` runs once the worker is really done with it."""
         if not ticket.running:
             self.finished(slot, outcome)
+            if then is not None:
+                then()
             return
         slot.orphans += 1
         timer = self.rt.loop.call_later(self.config.cancel_grace, self._overran, slot, ticket)
@@ -189,6 +202,8 @@ class Pool:
             timer.cancel()
             slot.orphans -= 1
             self.finished(slot, outcome)
+            if then is not None:
+                then()
 
         ticket.when_ended(ended)
 

@@ -34,6 +34,7 @@ from aiotp.workers import protocol as p
 from aiotp.workers.credit import CREDIT_BATCH
 from aiotp.workers.errors import (
     ProtocolError,
+    SerializationError,
     ToolError,
     UnknownTool,
     WorkerCrashed,
@@ -435,4 +436,12 @@ def _request_frame(
 ) -> list[Any]:
     if session is None:
         return [p.REQUEST, rid, tool, args]
+    if session[1] is not None:
+        try:
+            p.pack([session[1]])  # only when they are sent: when they changed
+        except SerializationError as exc:
+            raise SerializationError(
+                f"session {session[0]!r}: its settings (the session's metadata) cannot cross "
+                f"the wire to a process worker: {exc}"
+            ) from None
     return [p.REQUEST, rid, tool, args, session[0], session[1]]

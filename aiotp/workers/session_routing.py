@@ -51,8 +51,12 @@ class SessionRouter:
         self.pool = pool
         self.dispatcher = pool.dispatcher
         self.pins: dict[str, WorkerSlot] = {}
-        # Sessions whose pinned worker died or retired, not yet told: session -> worker id.
-        self.lost: dict[str, str] = {}
+        # Which incarnation of a session id a pin belongs to (its ``created_at``): a session
+        # deleted in another thread and created again must not inherit the old one's pin.
+        self.born: dict[str, float] = {}
+        # Sessions whose pinned worker died or retired, not yet told: session -> (worker id,
+        # incarnation).
+        self.lost: dict[str, tuple[str, float | None]] = {}
         self._warned_full = False
         self._unhook: Any = None
         self._loop = pool.rt.loop
@@ -70,18 +74,23 @@ class SessionRouter:
         if unhook is not None:
             unhook()
 
-    def _removed(self, session_id: str, _reason: str, _session: Any) -> None:
+    def _removed(self, session_id: str, _reason: str, session: Any) -> None:
         # Removal hooks run in whichever thread removed the session.
+        born = getattr(session, "created_at", None)
         if threading.get_ident() == self._loop_thread:
-            self.ended(session_id)
+            self.ended(session_id, born)
         elif not self._loop.is_closed():
             # RuntimeError: the loop closed meanwhile; the pool and its workers are gone too.
             with contextlib.suppress(RuntimeError):
-                self._loop.call_soon_threadsafe(self.ended, session_id)
+                self._loop.call_soon_threadsafe(self.ended, session_id, born)
 
-    def ended(self, session_id: str) -> None:
-        """The session is over: its pin goes and its worker forgets its state."""
+    def ended(self, session_id: str, born: float | None = None) -> None:
+        """The session (the incarnation `born` then, if given) is over: its pin goes and its
+        worker forgets its state. A late report about an older incarnation changes nothing."""
+        if born is not None and self.born.get(session_id, born) != born:
+            return
         self.lost.pop(session_id, None)
+        self.born.pop(session_id, None)
         slot = self.pins.pop(session_id, None)
         if slot is not None:
             self._release(slot, session_id)
@@ -93,12 +102,12 @@ class SessionRouter:
 
     def _slot_gone(self, slot: WorkerSlot) -> None:
         """`slot` died or is retiring: every session pinned to it has lost its state."""
-        store = self.pool.rt.sessions
+        # The store keeps the dead worker's id as the session's pin until the session is told:
+        # a pool started again (or another runtime) then finds it gone and says so.
         for session_id in list(slot.sessions):
             if self.pins.get(session_id) is slot:
                 del self.pins[session_id]
-                self.lost[session_id] = slot.worker_id
-                self._mirror(store, session_id, None)
+                self.lost[session_id] = (slot.worker_id, self.born.pop(session_id, None))
             self.dispatcher.unpin(slot, session_id)
 
     def _mirror(self, store: Any, session_id: str, worker_id: str | None) -> None:
@@ -141,32 +150,55 @@ class SessionRouter:
         record = self._record(session_id)
         if record is None:
             return await d.checkout(timeout), [session_id, None]
+        born = record.created_at
+        if self.born.get(session_id, born) != born:
+            self.ended(session_id)  # a new incarnation: the old one's end is still on its way
         strict = mode in STRICT
         slot = self.pins.get(session_id)
-        if slot is None:
-            slot = self._adopt(session_id, record, strict)
-        elif not d.accepting(slot):
+        if slot is not None and not d.accepting(slot):
             # Dead but not yet removed, or retiring (max_requests): it will never serve the
             # session again, so its state is as good as gone.
             self._slot_gone(slot)
             slot = None
         if slot is None and session_id in self.lost:
-            worker = self.lost.pop(session_id)
-            if strict:
+            worker, lost_born = self.lost.pop(session_id)
+            self._mirror(self.pool.rt.sessions, session_id, None)  # told: once
+            if strict and lost_born in (None, born):
                 raise self.lost_error(session_id, worker)
+        elif slot is None:
+            slot = self._adopt(session_id, record, strict)
         if slot is None:
-            slot = await self._place(session_id, mode, timeout)
+            slot = await self._place(session_id, mode, timeout, born)
         elif d.has_room(slot):
             d.take(slot)
         elif strict:
-            try:
-                slot = await d.checkout_on(slot, session_id, timeout, mode == "strict_queue")
-            except SessionWorkerLost:
-                self.lost.pop(session_id, None)  # told now
-                raise
+            slot = await self._wait_for(slot, session_id, timeout, mode == "strict_queue")
         else:
             slot = await d.checkout(timeout)  # hint: whoever is free; pinned there if it serves
         return slot, [session_id, self._settings(slot, session_id, record.metadata)]
+
+    async def _wait_for(
+        self, slot: WorkerSlot, session_id: str, timeout: float | None, wait: bool
+    ) -> WorkerSlot:
+        """The session's own worker, in its queue (strict modes); still the session's when
+        handed over, or `SessionWorkerLost` (the session moved or ended meanwhile)."""
+        d = self.dispatcher
+        try:
+            got = await d.checkout_on(slot, session_id, timeout, wait)
+        except SessionWorkerLost:
+            self.lost.pop(session_id, None)  # told now
+            self._mirror(self.pool.rt.sessions, session_id, None)
+            raise
+        if self.pins.get(session_id) is not got:
+            d.checkin(got)
+            raise SessionWorkerLost(
+                f"pool {self.pool.name!r}: session {session_id!r} left worker {got.worker_id} "
+                "(it ended, or a call with another affinity moved it) while this request "
+                "waited for that worker; its state there is gone",
+                session_id,
+                got.worker_id,
+            )
+        return got
 
     def _adopt(self, session_id: str, record: Any, strict: bool) -> WorkerSlot | None:
         """A pin the store knows and this router does not (an imported session, another
@@ -175,9 +207,10 @@ class SessionRouter:
         worker = affinity.get(self.pool.name)
         if worker is None:
             return None
-        slot = self.dispatcher.get(worker)
+        slot = self.dispatcher.get(worker)  # worker ids are unique to this pool instance
         if slot is not None and self.dispatcher.accepting(slot):
             self.pins[session_id] = slot
+            self.born[session_id] = record.created_at
             self.dispatcher.pin(slot, session_id)
             return slot
         self._mirror(self.pool.rt.sessions, session_id, None)
@@ -185,7 +218,9 @@ class SessionRouter:
             raise self.lost_error(session_id, worker)
         return None
 
-    async def _place(self, session_id: str, mode: str, timeout: float | None) -> WorkerSlot:
+    async def _place(
+        self, session_id: str, mode: str, timeout: float | None, born: float
+    ) -> WorkerSlot:
         d = self.dispatcher
         target = d.place()
         if target is not None and d.has_room(target):
@@ -203,35 +238,50 @@ class SessionRouter:
                     target.worker_id,
                 )
             elif mode == "strict_queue" and target is not None:
-                self._pin(session_id, target)  # concurrent new sessions spread while waiting
-                return await d.checkout_on(target, session_id, timeout, True)
+                self._pin(session_id, target, born)  # new sessions spread while they wait
+                try:
+                    return await self._wait_for(target, session_id, timeout, True)
+                except SessionWorkerLost:
+                    # A new session had no state to lose: any worker that frees up will do.
+                    slot = await d.checkout(timeout)
             else:
                 slot = await d.checkout(timeout)
-        self._pin(session_id, slot)
+        self._pin(session_id, slot, born)
         return slot
 
-    def _pin(self, session_id: str, slot: WorkerSlot) -> None:
+    def _pin(self, session_id: str, slot: WorkerSlot, born: float | None) -> None:
         old = self.pins.get(session_id)
         if old is slot:
             return
         if old is not None:
             self._release(old, session_id)  # its state moves with the pin: none of it
         self.pins[session_id] = slot
+        if born is not None:
+            self.born[session_id] = born
         self.dispatcher.pin(slot, session_id)
         self._mirror(self.pool.rt.sessions, session_id, slot.worker_id)
 
-    def served(self, session_id: str, slot: WorkerSlot) -> None:
-        """A request ran on `slot` (hint mode may have sent it away from its pin)."""
-        if self.pins.get(session_id) is not slot and slot.state is SlotState.SERVING:
-            self._pin(session_id, slot)
+    def after(self, session_id: str, slot: WorkerSlot, mode: str) -> None:
+        """A request of the session is over on `slot` (the worker is done with it). In hint
+        mode the pin follows the worker that served it; a worker the session is not pinned
+        to (it ended, moved, or the store was full) forgets whatever the request left."""
+        pinned = self.pins.get(session_id)
+        if pinned is slot:
+            return
+        if pinned is not None and mode == "hint" and slot.state is SlotState.SERVING:
+            self._pin(session_id, slot, self.born.get(session_id))
+        elif not slot.handle.closed.done():
+            slot.handle.drop_session(session_id)
+            slot.settings_sent.pop(session_id, None)
 
     def crashed(self, session_id: str, slot: WorkerSlot, exc: BaseException) -> BaseException:
         """What a strict-mode caller whose worker died mid-request gets: `SessionWorkerLost`."""
         self.lost.pop(session_id, None)  # told now
         if self.pins.get(session_id) is slot:
             del self.pins[session_id]
+            self.born.pop(session_id, None)
             self.dispatcher.unpin(slot, session_id)
-            self._mirror(self.pool.rt.sessions, session_id, None)
+        self._mirror(self.pool.rt.sessions, session_id, None)
         lost = self.lost_error(session_id, slot.worker_id)
         lost.__cause__ = exc
         return lost
@@ -252,5 +302,4 @@ class SessionRouter:
             return metadata  # a thread worker: no wire to spare
         if slot.settings_sent.get(session_id) == metadata:
             return None
-        slot.settings_sent[session_id] = metadata
-        return metadata
+        return metadata  # recorded as held once a request carrying it succeeded (api.py)
