@@ -57,6 +57,8 @@ class Attempts:
     _deadlines: Deadlines
     _started: float
     _pool: concurrent.futures.ThreadPoolExecutor | None
+    _lingering: dict[asyncio.Task[Any], concurrent.futures.Future[Any]]
+    _stopping: bool
     _pool_started: dict[asyncio.Task[Any], float]
 
     # -- starting a step -------------------------------------------------------------------
@@ -144,7 +146,8 @@ class Attempts:
                 wake()
                 return
             self._failed_attempt(step, result, error, started, started)
-            if spec.idempotent and result.attempts <= self.max_retries:
+            retry = spec.idempotent and result.attempts <= self.max_retries
+            if retry and isinstance(error, Exception) and not self._stopping:
                 del running[task]  # the step goes on, the general way
                 self._launch_general(
                     step, artifacts, running, finished, wake, self._backoff(result.attempts)
@@ -165,7 +168,8 @@ class Attempts:
     ) -> None:
         spec = step.spec
         result = self._results[step.step_id]
-        guarded = spec.concurrency_cap is not None or spec.reads or spec.writes
+        task = asyncio.current_task()
+        assert task is not None
         while True:
             if delay is not None:
                 result.status = StepStatus.WAITING
@@ -174,18 +178,63 @@ class Attempts:
             result.attempts += 1
             result.status = StepStatus.WAITING
             asked = clock()
-            if guarded:
-                async with self._cap(spec), self.locks.hold(spec.reads, spec.writes):
-                    error = await self._attempt(step, result, artifacts, asked)
-            else:
+            release = await self._guard(spec)
+            try:
                 error = await self._attempt(step, result, artifacts, asked)
+            finally:
+                self._unguard(task, release)
             if error is None:
                 return
+            if task.cancelling() or self._stopping:
+                # The run is stopping (a tool turned its cancellation into an error): no retry
+                # may start after it.
+                raise asyncio.CancelledError
             if not spec.idempotent or result.attempts > self.max_retries:
                 result.status = StepStatus.FAILED
                 result.error = error
                 raise error
             delay = self._backoff(result.attempts)
+
+    async def _guard(self, spec: ToolSpec) -> Callable[[], None] | None:
+        """Take the step's cap slot, then all its resources; the function releasing both (None
+        when it has neither). Cancel-safe: a cancelled wait leaves nothing taken."""
+        if spec.concurrency_cap is None and not spec.resources:
+            return None
+        sem = self._cap(spec)
+        if sem is not None:
+            await sem.acquire()
+        try:
+            unlock = await self.locks.acquire(spec.reads, spec.writes) if spec.resources else None
+        except BaseException:
+            if sem is not None:
+                sem.release()
+            raise
+
+        def release() -> None:
+            if unlock is not None:
+                unlock()
+            if sem is not None:
+                sem.release()
+
+        return release
+
+    def _unguard(self, task: asyncio.Task[Any], release: Callable[[], None] | None) -> None:
+        """Release the step's cap and resources, unless a sync tool it started still runs in its
+        thread (it timed out or was cancelled): then only once that thread has returned, so
+        that no other writer touches the resource while it does."""
+        running = self._lingering.pop(task, None)
+        if release is None:
+            return
+        if running is None or running.done():
+            release()
+            return
+        loop = self._loop
+
+        def thread_ended(_future: concurrent.futures.Future[Any]) -> None:
+            with contextlib.suppress(RuntimeError):  # the loop closed: nothing left to release
+                loop.call_soon_threadsafe(release)
+
+        running.add_done_callback(thread_ended)
 
     def _backoff(self, attempts: int) -> float:
         return float(min(self.backoff * 2 ** (attempts - 1), self.max_backoff))
@@ -208,12 +257,16 @@ class Attempts:
         except Exception as exc:
             self._failed_attempt(step, result, exc, asked, started)
             return exc
+        except BaseException as exc:  # GeneratorExit and the like: traced, never retried
+            self._failed_attempt(step, result, exc, asked, started)
+            raise
         self._succeeded(step, result, value, outputs, artifacts, asked, started)
         return None
 
-    def _cap(self, spec: ToolSpec) -> contextlib.AbstractAsyncContextManager[Any]:
+    def _cap(self, spec: ToolSpec) -> asyncio.Semaphore | None:
+        """The semaphore of the step's tool (per run: see `Executor.execute_plan`)."""
         if spec.concurrency_cap is None:
-            return contextlib.nullcontext()
+            return None
         key: Any = (spec.pool, spec.pool_tool_name) if spec.kind == "pool" else id(spec)
         sem = self._caps.get(key)
         if sem is None:
@@ -228,16 +281,12 @@ class Attempts:
                 spec.pool, spec.pool_tool_name, dict(args), timeout=timeout, session=session
             )
         assert spec.fn is not None
+        task = asyncio.current_task()
+        assert task is not None
         if spec.kind == "async":
             call: Any = spec.fn(**args)
         else:
-            if self._pool is None:
-                self._pool = concurrent.futures.ThreadPoolExecutor(
-                    self.threads, thread_name_prefix="aiotp-plan"
-                )
-            call = self._loop.run_in_executor(self._pool, functools.partial(spec.fn, **args))
-        task = asyncio.current_task()
-        assert task is not None
+            call = await self._thread_started(task, functools.partial(spec.fn, **args))
         token = object()
         cancelling = task.cancelling()
         slot = self._deadlines.arm(task, token, timeout)
@@ -249,6 +298,37 @@ class Attempts:
             raise
         finally:
             self._deadlines.disarm(slot, task)
+
+    async def _thread_started(
+        self, task: asyncio.Task[Any], call: Callable[[], Any]
+    ) -> asyncio.Future[Any]:
+        """Submit a sync tool to the thread pool and wait until a thread runs it: its timeout
+        counts from there, not from its wait for a free thread (as a step's wait for its
+        locks does not count either). Its future is kept in ``_lingering`` so that the step's
+        resources outlive the step when the thread does."""
+        if self._pool is None:
+            self._pool = concurrent.futures.ThreadPoolExecutor(
+                self.threads, thread_name_prefix="aiotp-plan"
+            )
+        loop = self._loop
+        began: asyncio.Future[None] = loop.create_future()
+
+        def run() -> Any:
+            loop.call_soon_threadsafe(_settle, began)
+            return call()
+
+        running = self._pool.submit(run)
+        self._lingering[task] = running
+        done = asyncio.wrap_future(running, loop=loop)
+        try:
+            await asyncio.wait({began, done}, return_when=asyncio.FIRST_COMPLETED)
+        except asyncio.CancelledError:
+            running.cancel()  # not started yet: it never will
+            raise
+        finally:
+            if not began.done():
+                began.cancel()
+        return done
 
     # -- outcomes ----------------------------------------------------------------------------
     def _succeeded(
@@ -333,3 +413,8 @@ def _outputs(step: PlanStep, value: Any) -> dict[str, Any]:
     if missing:
         raise KeyError(f"step {step.step_id!r} did not return artifacts {missing}")
     return {name: value[name] for name in produces}
+
+
+def _settle(future: asyncio.Future[None]) -> None:
+    if not future.done():
+        future.set_result(None)

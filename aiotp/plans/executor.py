@@ -15,9 +15,11 @@ Rules:
   (``locks=``; `run_plan` shares one per runtime) apart.
 - Sync tools run in a thread pool, async tools on the loop, pool tools through ``rt.execute``
   (their pool's supervision, affinity with ``session=``, typed errors and cancellation).
-- ``timeout`` (the tool's, else ``default_timeout``) bounds each attempt: an async tool is
-  cancelled, a pool tool through the pool's own cancellation, a sync tool is no longer waited
-  for (a thread cannot be interrupted: it finishes in the background).
+- ``timeout`` (the tool's, else ``default_timeout``) bounds each attempt's run, counted from
+  when the tool starts (not its wait for its cap, its resources or a free thread): an async
+  tool is cancelled, a pool tool through the pool's own cancellation, a sync tool is no
+  longer waited for (a thread cannot be interrupted: it finishes in the background, and the
+  step's cap slot and resources stay taken until it has, so no other writer runs beside it).
 - Retries: a failed attempt of an idempotent tool is retried up to ``max_retries`` times, with
   backoff (``backoff`` doubling up to ``max_backoff``), outside its locks; other tools fail at
   the first error.
@@ -25,8 +27,9 @@ Rules:
   steps, none starts after it, and `StepFailed` names it and carries the artifacts produced so
   far. ``"continue"``: the steps that depend on it are skipped, the independent branches
   finish, then `StepFailed` names the first failure.
-- Cancelling `execute_plan` cancels every running step and waits for them (bounded) before it
-  re-raises: nothing of the run is left running on the loop.
+- Cancelling `execute_plan` (or a failure under ``"stop"``) cancels every running step and
+  waits for them before it re-raises, at most 10 s for a step that ignores its cancellation
+  (logged); no retry starts once a run stops, so nothing of it is left running on the loop.
 - One plan at a time per executor: `get_trace`/`get_results` describe the last run.
 """
 
@@ -37,6 +40,8 @@ import collections
 import concurrent.futures
 import contextlib
 import itertools
+import logging
+import math
 import os
 from collections.abc import AsyncIterator, Iterable, Mapping
 from time import perf_counter as clock  # traces: uvloop's loop.time() ticks in ms
@@ -44,7 +49,12 @@ from typing import Any
 
 from aiotp.plans.attempts import Attempts, Finished
 from aiotp.plans.deadlines import Deadlines
-from aiotp.plans.errors import PlanValidationError, StepFailed, UnknownArtifact
+from aiotp.plans.errors import (
+    DuplicateProducer,
+    PlanValidationError,
+    StepFailed,
+    UnknownArtifact,
+)
 from aiotp.plans.locks import ResourceLocks
 from aiotp.plans.plan import Plan
 from aiotp.plans.results import StepResult, StepStatus, TraceEntry
@@ -54,6 +64,7 @@ from aiotp.runtime.cancel import await_through_cancel
 
 __all__ = ["FAILURE_POLICIES", "Executor"]
 
+_log = logging.getLogger("aiotp.plans")
 FAILURE_POLICIES = ("stop", "continue")
 CLEANUP_TIMEOUT = 10.0  # seconds a cancelled run waits for its steps to end
 _executor_ids = itertools.count(1)
@@ -79,8 +90,13 @@ class Executor(Attempts):
         if not isinstance(max_retries, int) or isinstance(max_retries, bool) or max_retries < 0:
             raise ValueError(f"max_retries must be an int >= 0, got {max_retries!r}")
         for name, value in (("default_timeout", default_timeout), ("max_backoff", max_backoff)):
-            if not isinstance(value, int | float) or isinstance(value, bool) or value <= 0:
-                raise ValueError(f"{name} must be a positive number, got {value!r}")
+            if (
+                not isinstance(value, int | float)
+                or isinstance(value, bool)
+                or not math.isfinite(value)
+                or value <= 0
+            ):
+                raise ValueError(f"{name} must be a positive finite number, got {value!r}")
         if not isinstance(backoff, int | float) or isinstance(backoff, bool) or backoff < 0:
             raise ValueError(f"backoff must be a number >= 0, got {backoff!r}")
         if failure_policy not in FAILURE_POLICIES:
@@ -111,6 +127,8 @@ class Executor(Attempts):
         self._started = 0.0
         self._pool: concurrent.futures.ThreadPoolExecutor | None = None
         self._pool_started: dict[asyncio.Task[Any], float] = {}
+        self._lingering: dict[asyncio.Task[Any], concurrent.futures.Future[Any]] = {}
+        self._stopping = False  # the run is being stopped: no retry may start
         self._handler_id = f"aiotp.plans.executor.{next(_executor_ids)}"
 
     # -- introspection ------------------------------------------------------------------------
@@ -151,6 +169,8 @@ class Executor(Attempts):
         self._running = True
         self._results = {step.step_id: StepResult(step.step_id) for step in plan.steps}
         self._trace = []
+        self._caps = {}  # per run: a cap is never shared with another run's (or loop's) steps
+        self._stopping = False
         loop = self._loop = asyncio.get_running_loop()
         self._started = clock()
         self._deadlines = Deadlines(loop)
@@ -169,6 +189,12 @@ class Executor(Attempts):
         missing = sorted(plan.initial_artifacts - artifacts.keys())
         if missing:
             raise UnknownArtifact(f"the plan needs initial artifacts {missing}, not given")
+        clash = sorted(artifacts.keys() & plan.producers.keys())
+        if clash:
+            raise DuplicateProducer(
+                f"initial artifacts {clash} are also produced by steps "
+                f"{sorted({plan.producers[name] for name in clash})}"
+            )
         for step in plan.steps:
             if step.spec.kind == "pool" and self.runtime is None:
                 raise PlanValidationError(
@@ -207,6 +233,8 @@ class Executor(Attempts):
                 while finished:
                     task, error = finished.popleft()
                     step_id = running.pop(task)
+                    if error is not None:
+                        self._ended_by(step_id, error)
                     if error is None:
                         for dependent in dependents[step_id]:
                             waiting[dependent] -= 1
@@ -224,7 +252,8 @@ class Executor(Attempts):
                     break
                 ready.sort(key=position.__getitem__)
         except asyncio.CancelledError:
-            await await_through_cancel(self._cancel(running), CLEANUP_TIMEOUT)
+            self._stopping = True
+            await await_through_cancel(self._cancel(running), CLEANUP_TIMEOUT + 1.0)
             self._mark_unstarted(StepStatus.CANCELLED)
             raise
         if first_failure is not None:
@@ -254,16 +283,36 @@ class Executor(Attempts):
             if result.status in (StepStatus.PENDING, StepStatus.WAITING):
                 result.status = status
 
+    def _ended_by(self, step_id: str, error: BaseException) -> None:
+        """A step ended with `error`, however it got there: its status says so."""
+        result = self._results[step_id]
+        if result.status not in (StepStatus.FAILED, StepStatus.CANCELLED):
+            cancelled = isinstance(error, asyncio.CancelledError)
+            result.status = StepStatus.CANCELLED if cancelled else StepStatus.FAILED
+            if not cancelled and result.error is None:
+                result.error = error
+
     async def _cancel(self, running: dict[asyncio.Task[Any], str]) -> None:
+        """Cancel every running step and wait for them, at most CLEANUP_TIMEOUT: a step that
+        ignores its cancellation is left behind (with a WARNING), not waited for forever."""
+        self._stopping = True
         for task in running:
             task.cancel()
         if running:
-            await asyncio.wait(running)
+            _, late = await asyncio.wait(running, timeout=CLEANUP_TIMEOUT)
+            for task in late:
+                _log.warning(
+                    "plan step %r ignored its cancellation for %s s; leaving it",
+                    running[task],
+                    CLEANUP_TIMEOUT,
+                )
         for task, step_id in running.items():
-            if task.cancelled():
+            if not task.done() or task.cancelled():
                 self._results[step_id].status = StepStatus.CANCELLED
             else:
-                task.exception()  # read: a step that failed as the run stopped is not news
+                error = task.exception()  # read: a step failing as the run stopped is not news
+                if error is not None:
+                    self._ended_by(step_id, error)
         running.clear()
 
     @contextlib.asynccontextmanager

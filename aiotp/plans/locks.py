@@ -109,6 +109,21 @@ class ResourceLocks:
         block; it waits until it can take them all at once. One use only."""
         return _Hold(self, _claim(reads, writes))
 
+    async def acquire(self, reads: Iterable[str], writes: Iterable[str]) -> Callable[[], None]:
+        """`hold` for a holder whose release comes later than its block: waits until it has
+        everything (cancel-safe, like `hold`) and returns the function that releases it (call
+        it once). The plan executor uses it to keep a sync step's resources until its thread
+        really ends, even after the step itself timed out."""
+        claim = _claim(reads, writes)
+        await self._acquire(claim)
+
+        def release() -> None:
+            if claim.phase is not _Phase.HELD:
+                raise RuntimeError(f"acquire's release called when {claim.phase.name}, not HELD")
+            self._release(claim)
+
+        return release
+
     def try_hold(self, reads: Iterable[str], writes: Iterable[str]) -> Callable[[], None] | None:
         """The non-waiting twin of `hold`: takes everything now and returns the function that
         releases it (call it once), or takes nothing and returns None. It obeys the same rule as

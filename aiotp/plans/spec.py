@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import enum
 import inspect
+import math
 from collections.abc import Callable, Iterable
 from typing import Any, TypeVar
 
@@ -74,9 +75,14 @@ def _check_cap(_inst: Any, _attr: Any, value: Any) -> None:
 
 def _check_timeout(_inst: Any, _attr: Any, value: Any) -> None:
     if value is not None and (
-        not isinstance(value, int | float) or isinstance(value, bool) or value <= 0
+        not isinstance(value, int | float)
+        or isinstance(value, bool)
+        or not math.isfinite(value)
+        or value <= 0
     ):
-        raise ValueError(f"timeout must be a positive number of seconds or None, got {value!r}")
+        raise ValueError(
+            f"timeout must be a positive finite number of seconds or None, got {value!r}"
+        )
 
 
 @attrs.frozen
