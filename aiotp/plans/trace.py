@@ -82,7 +82,20 @@ def to_chrome_trace(trace: Iterable[TraceEntry | Mapping[str, Any]]) -> dict[str
                     "tid": lane,
                 }
             )
+        if entry.get("pool_wait"):
+            events.append(
+                {
+                    "name": f"{entry['step_id']} (waits for a pool worker)",
+                    "cat": "wait",
+                    "ph": "X",
+                    "ts": start_us,
+                    "dur": entry["pool_wait"] * 1e6,
+                    "pid": 3,
+                    "tid": lane,
+                }
+            )
     events.append({"name": "process_name", "ph": "M", "pid": 1, "args": {"name": "plan steps"}})
+    events.append({"name": "process_name", "ph": "M", "pid": 3, "args": {"name": "pool waits"}})
     events.append({"name": "process_name", "ph": "M", "pid": 2, "args": {"name": "lock waits"}})
     return {"traceEvents": events, "displayTimeUnit": "ms"}
 
