@@ -43,6 +43,7 @@ class Admission:
     _reclaim_lock: threading.Lock
     _reclaims: int
     _fruitless_at: float | None
+    _reclaimer: int | None
     clock: Callable[[], float]
     max_sessions: int
 
@@ -106,13 +107,23 @@ class Admission:
         # share one sweep: whoever waited for another's sweep retries on its result.
         # A sweep that freed nothing is not repeated for RECLAIM_PAUSE seconds: a flood of
         # creates on a store full of live sessions must not cost a full sweep each.
-        seen = self._reclaims
-        with self._reclaim_lock:
-            now = self.clock()
-            fruitless = self._fruitless_at
-            if self._reclaims == seen and (fruitless is None or now - fruitless >= RECLAIM_PAUSE):
-                self._fruitless_at = None if self.sweep() else now
-                self._reclaims += 1
+        # A create made by a removal hook during that very sweep (same thread) does not sweep
+        # again: it would wait for the lock its own thread holds.
+        me = threading.get_ident()
+        if self._reclaimer != me:
+            seen = self._reclaims
+            with self._reclaim_lock:
+                now = self.clock()
+                fruitless = self._fruitless_at
+                # A clock that went backwards ends the pause too (an injected clock may).
+                paused = fruitless is not None and 0 <= now - fruitless < RECLAIM_PAUSE
+                if self._reclaims == seen and not paused:
+                    self._reclaimer = me
+                    try:
+                        self._fruitless_at = None if self.sweep() else now
+                    finally:
+                        self._reclaimer = None
+                    self._reclaims += 1
         if not self._take_place():
             raise SessionQuotaExceeded(
                 f"cannot create session {session_id!r}: the store holds "

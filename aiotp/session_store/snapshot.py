@@ -114,7 +114,14 @@ def check_record(r: Any) -> None:
         "metadata": isinstance(r.get("metadata"), dict),
         "programs": isinstance(r.get("programs"), dict),
         "last_worker_id": r.get("last_worker_id") is None or isinstance(r["last_worker_id"], str),
-        "stats": r.get("stats") is None or isinstance(r["stats"], dict),
+        "stats": r.get("stats") is None
+        or (
+            isinstance(r["stats"], dict)
+            and all(
+                isinstance(k, str) and isinstance(v, int) and not isinstance(v, bool)
+                for k, v in r["stats"].items()
+            )
+        ),
         "state": r.get("state") is None or isinstance(r["state"], str),
         "affinity": r.get("affinity") is None
         or (

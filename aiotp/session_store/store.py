@@ -136,6 +136,7 @@ class SessionStore(Admission, Lifecycle, Events, Portable, Sweeping):
         self._reclaim_lock = threading.Lock()
         self._reclaims = 0  # sweeps run by creators that found the store full
         self._fruitless_at: float | None = None  # when the last of them freed nothing
+        self._reclaimer: int | None = None  # the thread running a reclaim sweep now
 
     # -- creation ---------------------------------------------------------------------------
     def create(

@@ -245,3 +245,16 @@ def test_a_snapshot_state_unknown_to_the_restoring_table_loads_nothing(tmp_path:
     store.snapshot(str(path))
     with pytest.raises(aiotp.SnapshotError, match="input_required"):
         aiotp.SessionStore.restore(str(path), transitions={"pending": set()})
+
+
+def test_an_import_with_bad_stats_is_refused_whole() -> None:
+    import msgpack as _msgpack
+
+    source, _ = make()
+    source.create("s")
+    doc = _msgpack.unpackb(source.export("s"))
+    doc["session"]["stats"] = {"accesses": "many"}
+    store, _ = make()
+    with pytest.raises(aiotp.SnapshotError, match="stats"):
+        store.import_session(_msgpack.packb(doc))
+    assert "s" not in store

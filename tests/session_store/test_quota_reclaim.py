@@ -102,3 +102,47 @@ def test_a_flood_of_creates_on_a_full_live_store_sweeps_once_a_second() -> None:
     with pytest.raises(aiotp.SessionQuotaExceeded):
         store.create("later")
     assert store.stats().cleanup_runs == sweeps + 2
+
+
+def test_a_removal_hook_that_creates_during_a_reclaim_does_not_deadlock() -> None:
+    now = [0.0]
+    store = aiotp.SessionStore(ttl=10, max_sessions=2, shards=1, clock=lambda: now[0])
+    store.create("a")
+    store.create("b")
+    now[0] = 100.0  # both expired: the next create reclaims, and the hook creates meanwhile
+    made: list[str] = []
+
+    def respawn(session_id: str, _reason: str, _session: object) -> None:
+        name = f"again-{session_id}"
+        store.create(name)
+        made.append(name)
+
+    store.on_remove(respawn)
+    done: list[BaseException | None] = []
+
+    def create() -> None:
+        try:
+            store.create("c")
+            done.append(None)
+        except BaseException as exc:  # the hook's creates took the room: refused, not hung
+            done.append(exc)
+
+    worker = threading.Thread(target=create)
+    worker.start()
+    worker.join(10.0)
+    assert not worker.is_alive(), "create() deadlocked in its own reclaim"
+    assert sorted(made) == ["again-a", "again-b"]
+    assert isinstance(done[0], aiotp.SessionQuotaExceeded) and len(store) == 2
+
+
+def test_a_clock_going_backwards_ends_the_reclaim_pause() -> None:
+    now = [1000.0]
+    store = aiotp.SessionStore(ttl=100, max_sessions=1, clock=lambda: now[0])
+    store.create("a")
+    with pytest.raises(aiotp.SessionQuotaExceeded):
+        store.create("b")  # a fruitless reclaim at t=1000
+    now[0] = 0.0
+    store.delete("a")
+    store.create("y", ttl=1)
+    now[0] = 50.0  # y expired long ago
+    store.create("z")
