@@ -61,7 +61,7 @@ def write_snapshot(store: SessionStore, path: str | os.PathLike[str]) -> int:
             records.extend(record_of(s, now) for s in shard if not s.expired(now))
     try:
         body = msgpack.packb({"version": VERSION, "sessions": records}, use_bin_type=True)
-    except (TypeError, ValueError) as exc:
+    except (TypeError, ValueError, OverflowError) as exc:
         raise SnapshotError(f"a session holds data msgpack cannot store: {exc}") from None
     target = os.fspath(path)
     directory = os.path.dirname(os.path.abspath(target))
@@ -118,7 +118,10 @@ def check_record(r: Any) -> None:
         or (
             isinstance(r["stats"], dict)
             and all(
-                isinstance(k, str) and isinstance(v, int) and not isinstance(v, bool)
+                isinstance(k, str)
+                and isinstance(v, int)
+                and not isinstance(v, bool)
+                and 0 <= v < 2**62  # counters: room to grow and still fit msgpack
                 for k, v in r["stats"].items()
             )
         ),
@@ -189,11 +192,15 @@ def _load(path: str | os.PathLike[str]) -> list[dict[str, Any]]:
     records = doc.get("sessions")
     if not isinstance(records, list):
         raise SnapshotError("snapshot corrupt: no session list")
+    seen: set[str] = set()
     for r in records:
         try:
             check_record(r)
         except SnapshotError as exc:
             raise SnapshotError(f"snapshot corrupt: {exc}") from None
+        if r["id"] in seen:  # two records would take two quota places for one session
+            raise SnapshotError(f"snapshot corrupt: session {r['id']!r} appears twice")
+        seen.add(r["id"])
     return records
 
 

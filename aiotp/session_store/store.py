@@ -51,6 +51,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
@@ -88,8 +89,13 @@ class StoreStats:
 
 
 def _positive(name: str, value: Any) -> float:
-    if not isinstance(value, int | float) or isinstance(value, bool) or value <= 0:
-        raise ValueError(f"{name} must be a positive number, got {value!r}")
+    if (
+        not isinstance(value, int | float)
+        or isinstance(value, bool)
+        or not math.isfinite(value)
+        or value <= 0
+    ):
+        raise ValueError(f"{name} must be a positive finite number, got {value!r}")
     return float(value)
 
 
@@ -223,6 +229,10 @@ class SessionStore(Admission, Lifecycle, Events, Portable, Sweeping):
             result = fn(draft)
             if isinstance(result, Session) and result is not draft:
                 draft = result.copy()  # fn may keep a reference to what it returned
+            if draft.id != stored.id:  # it is filed under its id: a new one would be a lie
+                raise ValueError(
+                    f"session {session_id!r}: update() may not change its id (to {draft.id!r})"
+                )
             if draft.state != stored.state:  # the table is the only way between states
                 raise ValueError(
                     f"session {session_id!r}: update() may not change state "

@@ -218,3 +218,34 @@ async def test_async_sweep_of_a_large_store_keeps_the_loop_responsive() -> None:
     await task
     assert removed == 150_000
     assert worst < 0.05, f"the loop stalled {worst * 1000:.1f} ms"
+
+
+def test_review_edges_are_refused_with_typed_errors(tmp_path: Path) -> None:
+    import math
+    import zlib
+
+    import msgpack
+
+    from aiotp.session_store.snapshot import _HEAD, MAGIC
+
+    store, _ = make()
+    with pytest.raises(ValueError, match="finite"):
+        store.create("inf", ttl=math.inf)
+    store.create("a", metadata={"n": 2**70})
+    with pytest.raises(aiotp.SnapshotError, match="msgpack cannot store"):
+        store.snapshot(str(tmp_path / "big.snap"))
+    with pytest.raises(ValueError, match="may not change its id"):
+        store.update("a", lambda s: setattr(s, "id", "b"))
+    # A snapshot naming one session twice would take two quota places for one session.
+    record = msgpack.unpackb(_export_of("dup"))["session"]
+    body = msgpack.packb({"version": 1, "sessions": [record, record]}, use_bin_type=True)
+    path = tmp_path / "dup.snap"
+    path.write_bytes(MAGIC + _HEAD.pack(zlib.crc32(body), len(body)) + body)
+    with pytest.raises(aiotp.SnapshotError, match="appears twice"):
+        aiotp.SessionStore.restore(str(path))
+
+
+def _export_of(session_id: str) -> bytes:
+    source, _ = make()
+    source.create(session_id)
+    return source.export(session_id)
