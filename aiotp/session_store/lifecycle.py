@@ -85,7 +85,13 @@ def check_table(
                     f"transition table: the targets of {state!r} must be a set of states, "
                     f"got {targets!r}"
                 )
-            built[state] = frozenset(targets)
+            items = frozenset(targets) if all(_hashable(t) for t in targets) else None
+            if items is None or not all(isinstance(t, str) and t for t in items):
+                raise ValueError(
+                    f"transition table: the targets of {state!r} must be non-empty strings, "
+                    f"got {targets!r}"
+                )
+            built[state] = items
         for state, targets in built.items():
             unknown = sorted(repr(t) for t in targets if t not in built)
             if unknown:
@@ -130,7 +136,7 @@ class Lifecycle:
         def move(stored: Session, now: float) -> Session:
             old = stored.state
             allowed = table.get(old, frozenset())
-            if new_state not in allowed:
+            if not isinstance(new_state, str) or new_state not in allowed:
                 raise IllegalTransition(session_id, old, str(new_state), allowed)
             new = stored._touched(now)  # shares dicts: nothing set here holds one
             new.state = new_state
@@ -167,3 +173,11 @@ class Lifecycle:
             return new
 
         self._live(session_id, assign)
+
+
+def _hashable(value: Any) -> bool:
+    try:
+        hash(value)
+    except TypeError:
+        return False
+    return True

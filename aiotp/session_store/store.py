@@ -62,7 +62,7 @@ import attrs
 from aiotp.session_store.admission import Admission
 from aiotp.session_store.errors import SessionExists, SessionNotFound, SessionQuotaExceeded
 from aiotp.session_store.events import Events, _Registry
-from aiotp.session_store.lifecycle import Lifecycle, check_table, check_worker_id
+from aiotp.session_store.lifecycle import INPUT_REQUIRED, Lifecycle, check_table, check_worker_id
 from aiotp.session_store.portable import Portable
 from aiotp.session_store.session import Session
 from aiotp.session_store.sweeping import Sweeping
@@ -156,6 +156,7 @@ class SessionStore(Admission, Lifecycle, Events, Portable, Sweeping):
         session = Session(session_id, life, time.time(), now, dict(metadata or {}))
         session.last_heartbeat = now
         session.state = self.initial_state
+        session.awaiting_input = self.initial_state == INPUT_REQUIRED  # its heartbeat GC too
         return self._insert(session, now)
 
     def get_or_create(

@@ -249,3 +249,26 @@ def test_competing_terminal_transitions_commit_exactly_one_outcome() -> None:
         store.transition(sid, "running")
         won = race(store, sid, ["done", "failed", "aborted"])
         assert len(won) == 1 and store.peek(sid).state == won[0]
+
+
+def test_odd_tables_and_states_get_the_promised_errors() -> None:
+    with pytest.raises(ValueError, match="non-empty strings"):
+        aiotp.SessionStore(transitions={"a": [["b"]]}, initial_state="a")
+    with pytest.raises(ValueError, match="non-empty strings"):
+        aiotp.SessionStore(transitions={"a": [1]}, initial_state="a")
+    store, _ = make()
+    store.create("u1")
+    with pytest.raises(aiotp.IllegalTransition):
+        store.transition("u1", ["running"])  # type: ignore[arg-type]
+
+
+def test_a_store_that_starts_sessions_awaiting_input_closes_them_without_heartbeats() -> None:
+    store, clock = make(
+        transitions={"input_required": {"done"}, "done": set()},
+        initial_state="input_required",
+        heartbeat_timeout=5,
+    )
+    store.create("u1")
+    assert store.peek("u1").awaiting_input
+    clock.now += 6
+    assert store.sweep() == 1 and store.stats().sessions_gc == 1
