@@ -332,7 +332,13 @@ class Dispatcher:
             got = await fut
         except BaseException:
             if fut.done() and not fut.cancelled() and fut.exception() is None:
-                self.checkin(fut.result())  # handed to us as we were cancelled: pass it on
+                # Handed to us as we were cancelled: pass it on, and the request it was
+                # counted for never started (max_requests counts requests started).
+                slot = fut.result()
+                slot.started -= 1
+                if slot.state is SlotState.WORN and slot.started < (self.max_requests or 0):
+                    slot.state = SERVING
+                self.checkin(slot)
             elif fut.cancelled():
                 self._forget(fut, slot)
             raise
