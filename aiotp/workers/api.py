@@ -188,7 +188,12 @@ async def _attempt(
     left = None if timeout is None else timeout - (loop.time() - started)
     if left is not None and left <= 0:
         raise CallTimeout(f"pool {pool.name!r}: no time left to run {tool!r}")
-    slot, context = await _checkout(pool, session, mode, left)
+    context: list[Any] | None = None
+    if session is not None:
+        slot, context = await pool.router.checkout(session, mode, left)
+    else:
+        # A free worker without a coroutine of its own: the common case on the hot path.
+        slot = pool.dispatcher.take_now() or await pool.dispatcher.checkout(left)
     observed = bool(telemetry._handlers)
     if observed:
         meta = {"pool": pool.name, "tool": tool, "worker_id": slot.worker_id}

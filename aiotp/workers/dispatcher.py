@@ -269,6 +269,14 @@ class Dispatcher:
         slot.level = -1
         self._take(slot)
 
+    def take_now(self) -> WorkerSlot | None:
+        """`checkout_nowait`, counted as a checkout that did not wait."""
+        slot = self.checkout_nowait()
+        if slot is not None:
+            self.queue_wait.counts[0] += 1
+            self.queue_wait.total += 1
+        return slot
+
     async def checkout(self, timeout: float | None) -> WorkerSlot:
         slot = self.checkout_nowait()
         if slot is not None:
