@@ -236,7 +236,7 @@ class _Host:
         try:
             fn, kind = self.box.lookup(frame[2])
             args = frame[3]
-            if len(frame) > 5 or self.box.sessioned:
+            if len(frame) > 5 or frame[2] in self.box.sessioned:
                 args = self.box.bind(frame[2], args, frame[4:6] if len(frame) > 5 else None)
             if kind == "sync":  # the common case first, with the fewest steps
                 out.append(self.encode([p.REPLY, rid, fn(**args)]))

@@ -216,7 +216,7 @@ class ThreadWorker:
         self.requests += 1
         try:
             fn, kind = self._lookup(tool)
-            if session is not None or self.toolbox.sessioned:  # type: ignore[union-attr]
+            if session is not None or tool in self.toolbox.sessioned:  # type: ignore[union-attr]
                 args = self._bind(tool, args, session)
             if kind == "async":
                 return await self._run_async(fn, args, timeout, ticket)
@@ -284,7 +284,7 @@ class ThreadWorker:
                 )
             if kind not in ("gen", "agen"):
                 return streaming.one(self.request(tool, args, timeout, ticket, session))
-            if session is not None or self.toolbox.sessioned:  # type: ignore[union-attr]
+            if session is not None or tool in self.toolbox.sessioned:  # type: ignore[union-attr]
                 args = self._bind(tool, args, session)
         except BaseException:
             if ticket is not None:
