@@ -153,6 +153,7 @@ class ActorRef:
         "_deferred",
         "_exit_signal",
         "_inbox",
+        "_kind",
         "_links",
         "_loop",
         "_max_mailbox",
@@ -181,6 +182,7 @@ class ActorRef:
         self._max_mailbox = max_mailbox
         self._parent = parent
         self._actor: Actor | None = None
+        self._kind: type | None = None  # the actor's class, kept after it exited (for repr)
         self._inbox: list[tuple[Any, ...]] = []
         self._batch: list[tuple[Any, ...]] | None = None
         self._pos = 0
@@ -217,7 +219,8 @@ class ActorRef:
 
     def __repr__(self) -> str:
         label = f"{self.name!r}" if self.name is not None else f"#{self.id}"
-        return f"<ActorRef {label} {self._phase.name} mailbox={self.mailbox_size()}>"
+        kind = f"{self._kind.__name__} " if self._kind is not None else ""
+        return f"<ActorRef {kind}{label} {self._phase.name} mailbox={self.mailbox_size()}>"
 
     # -- messaging -----------------------------------------------------------------------
     def _put(self, item: tuple[Any, ...], force: bool = False) -> bool:

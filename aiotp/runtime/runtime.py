@@ -169,6 +169,7 @@ class Runtime:
         actor.ref = ref
         actor.runtime = self
         ref._actor = actor
+        ref._kind = cls
         if name is not None:
             self._registry.register(name, ref)
         if link and parent is not None:

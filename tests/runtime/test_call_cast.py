@@ -180,6 +180,6 @@ async def test_spawn_after_runtime_closed_raises() -> None:
 
 async def test_repr_shows_phase_and_mailbox(rt: aiotp.Runtime) -> None:
     c = await rt.spawn(Counter, name="counter")
-    assert repr(c) == "<ActorRef 'counter' RUNNING mailbox=0>"
+    assert repr(c) == "<ActorRef Counter 'counter' RUNNING mailbox=0>"  # its class and name
     await rt.stop(c)
-    assert "DEAD" in repr(c)
+    assert "DEAD" in repr(c) and "Counter" in repr(c)  # still named after it exited
