@@ -73,17 +73,23 @@ class SessionWorkerLost(WorkerCrashed):
 
 
 class ToolError(AiotpError):
-    """The tool raised; `type_name`, `message` and `traceback` describe the remote exception."""
+    """The tool raised; `type_name`, `message` and `traceback` describe the remote exception.
+
+    ``str(error)`` is ``"Type: message"`` only: a web handler that returns it does not leak the
+    worker's file paths and code. The remote traceback stays in ``traceback``, and is attached
+    as a note (PEP 678), so a traceback printed to a log still shows it.
+    """
 
     def __init__(self, type_name: str, message: str, traceback: str = "") -> None:
         super().__init__(f"{type_name}: {message}")
         self.type_name = type_name
         self.message = message
         self.traceback = traceback
+        if traceback:
+            self.add_note(f"--- remote traceback ---\n{traceback.rstrip()}")
 
     def __str__(self) -> str:
-        head = f"{self.type_name}: {self.message}"
-        return f"{head}\n--- remote traceback ---\n{self.traceback}" if self.traceback else head
+        return f"{self.type_name}: {self.message}"
 
 
 class UnknownTool(AiotpError):

@@ -296,3 +296,20 @@ async def test_a_full_session_store_costs_affinity_not_the_request() -> None:
         assert await rt.execute("p", "echo", {"value": 1}, session="a") == 1
         assert await rt.execute("p", "echo", {"value": 2}, session="b") == 2  # store is full
         assert rt.sessions is store and store.ids() == ["a"]
+
+
+async def test_a_tool_errors_message_leaks_no_remote_traceback(
+    rt: aiotp.Runtime, profile: str
+) -> None:
+    """str(ToolError) may end up in an HTTP response: it names the error, not the worker's
+    files and code; the traceback stays an attribute, and shows in a logged traceback."""
+    import traceback
+
+    await rt.start_pool("p", ECHO, profile=profile, size=1)
+    with pytest.raises(aiotp.ToolError) as info:
+        await rt.execute("p", "crash", {"message": "bad input 42"})
+    error = info.value
+    assert str(error) == "RuntimeError: bad input 42"
+    assert "pool_adapters.py" in error.traceback and "pool_adapters.py" not in str(error)
+    printed = "".join(traceback.format_exception(error))
+    assert "remote traceback" in printed and "pool_adapters.py" in printed
