@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import itertools
+from collections.abc import Awaitable, Generator
 from enum import IntEnum
 from typing import TYPE_CHECKING, Any, Final
 
@@ -142,6 +143,19 @@ def _expire(fut: asyncio.Future[Any], target: ActorRef, timeout: float) -> None:
         fut.set_exception(CallTimeout(f"call to {target!r} got no reply within {timeout} s"))
 
 
+class _Done:
+    """An awaitable that is already done: what `cast` returns (no future, no coroutine)."""
+
+    __slots__ = ()
+
+    def __await__(self) -> Generator[Any, None, None]:
+        return
+        yield  # a generator that returns at once
+
+
+DONE = _Done()
+
+
 class ActorRef:
     """Handle to an actor. Hashable, comparable by identity, safe to keep after the actor died."""
 
@@ -261,9 +275,13 @@ class ActorRef:
         finally:
             handle.cancel()
 
-    async def cast(self, msg: Any) -> None:
-        """Queue `msg` for `handle_cast`; dropped silently if the actor is dead (as in OTP)."""
+    def cast(self, msg: Any) -> Awaitable[None]:
+        """Queue `msg` for `handle_cast`; dropped silently if the actor is dead (as in OTP).
+
+        Queued at once, when called: ``await ref.cast(msg)`` works, and so does a forgotten
+        ``await`` (a coroutine would have dropped the message without a word)."""
         self._put((CAST, msg))
+        return DONE
 
     def cast_nowait(self, msg: Any) -> None:
         """`cast` for code that is not a coroutine (callbacks, other threads' loop callbacks)."""

@@ -35,7 +35,7 @@ from aiotp.runtime.cancel import await_through_cancel, retrieve
 from aiotp.runtime.errors import AiotpError, CallTimeout, NoProc, RuntimeClosed
 from aiotp.runtime.jobs import Jobs
 from aiotp.runtime.process import actor_main
-from aiotp.runtime.ref import STOP, ActorRef, Phase, Timer, _current
+from aiotp.runtime.ref import DONE, STOP, ActorRef, Phase, Timer, _current
 from aiotp.runtime.registry import Registry
 from aiotp.runtime.signals import Signals
 
@@ -234,11 +234,13 @@ class Runtime:
     async def call(self, target: Target, msg: Any, timeout: float | None = 5.0) -> Any:
         return await self.resolve(target).call(msg, timeout=timeout)
 
-    async def cast(self, target: Target, msg: Any) -> None:
-        """Cast by ref or name; to an unknown name or a dead actor it is dropped, as in OTP."""
+    def cast(self, target: Target, msg: Any) -> Awaitable[None]:
+        """Cast by ref or name; to an unknown name or a dead actor it is dropped, as in OTP.
+        Queued at once, when called (see `ActorRef.cast`): awaiting it is optional."""
         ref = self._registry.whereis(target) if not isinstance(target, ActorRef) else target
         if ref is not None:
             ref._put((0, msg))
+        return DONE
 
     def send(self, target: Target, msg: Any) -> None:
         ref = self._registry.whereis(target) if not isinstance(target, ActorRef) else target

@@ -183,3 +183,17 @@ async def test_repr_shows_phase_and_mailbox(rt: aiotp.Runtime) -> None:
     assert repr(c) == "<ActorRef Counter 'counter' RUNNING mailbox=0>"  # its class and name
     await rt.stop(c)
     assert "DEAD" in repr(c) and "Counter" in repr(c)  # still named after it exited
+
+
+async def test_a_cast_is_queued_when_called_awaited_or_not(rt: aiotp.Runtime) -> None:
+    """A forgotten `await` on cast must not drop the message (a coroutine would, silently)."""
+    import warnings
+
+    c = await rt.spawn(Counter, 0, name="forgetful")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no "coroutine was never awaited" either
+        c.cast(1)
+        rt.cast("forgetful", 2)
+    await c.cast(3)
+    await rt.cast(c, 4)
+    assert await c.call("get") == 10
