@@ -32,10 +32,32 @@ from aiotp.plans.results import StepResult, StepStatus
 from aiotp.plans.spec import ToolSpec
 from aiotp.plans.step import PlanStep
 
-__all__ = ["Attempts", "Finished"]
+__all__ = ["Attempts", "Board"]
 
-#: A step's task that ended, and the error that ended the step (None: it is done).
-Finished = tuple["asyncio.Task[Any]", "BaseException | None"]
+
+class Board:
+    """One run's steps in flight: the running ones, and those that just ended (with the error
+    that ended them, None when done), queued by their tasks' done callbacks so that the run
+    handles each in O(1) rather than an `asyncio.wait` over every running step."""
+
+    __slots__ = ("_wake", "artifacts", "finished", "running")
+
+    def __init__(self, artifacts: dict[str, Any]) -> None:
+        self.artifacts = artifacts
+        self.running: dict[asyncio.Task[Any], str] = {}
+        self.finished: deque[tuple[asyncio.Task[Any], BaseException | None]] = deque()
+        self._wake: asyncio.Future[None] | None = None
+
+    def end(self, task: asyncio.Task[Any], error: BaseException | None) -> None:
+        self.finished.append((task, error))
+        if self._wake is not None and not self._wake.done():
+            self._wake.set_result(None)
+
+    async def wait(self) -> None:
+        """Until a step ends (at once if one already has)."""
+        if not self.finished:
+            self._wake = asyncio.get_running_loop().create_future()
+            await self._wake
 
 
 class Attempts:
@@ -62,55 +84,30 @@ class Attempts:
     _pool_started: dict[asyncio.Task[Any], float]
 
     # -- starting a step -------------------------------------------------------------------
-    def _launch(
-        self,
-        step: PlanStep,
-        artifacts: dict[str, Any],
-        running: dict[asyncio.Task[Any], str],
-        finished: deque[Finished],
-        wake: Callable[[], None],
-    ) -> None:
-        """Start `step` as a task in `running`; when the step is over, its task and error go
-        to `finished` and `wake` is called."""
+    def _launch(self, step: PlanStep, board: Board) -> None:
+        """Start `step` as a task on `board`; when the step is over, the board hears of it."""
         spec = step.spec
         fast = spec.kind == "async" and spec.concurrency_cap is None and not spec.resources
-        if fast and self._launch_fast(step, artifacts, running, finished, wake):
+        if fast and self._launch_fast(step, board):
             return
-        self._launch_general(step, artifacts, running, finished, wake, None)
+        self._launch_general(step, board, None)
 
-    def _launch_general(
-        self,
-        step: PlanStep,
-        artifacts: dict[str, Any],
-        running: dict[asyncio.Task[Any], str],
-        finished: deque[Finished],
-        wake: Callable[[], None],
-        delay: float | None,
-    ) -> None:
+    def _launch_general(self, step: PlanStep, board: Board, delay: float | None) -> None:
         def done(task: asyncio.Task[Any]) -> None:
-            error = asyncio.CancelledError() if task.cancelled() else task.exception()
-            finished.append((task, error))
-            wake()
+            board.end(task, asyncio.CancelledError() if task.cancelled() else task.exception())
 
         task = self._loop.create_task(
-            self._run_step(step, artifacts, delay), name=f"plan step {step.step_id}"
+            self._run_step(step, board.artifacts, delay), name=f"plan step {step.step_id}"
         )
         task.add_done_callback(done)
-        running[task] = step.step_id
+        board.running[task] = step.step_id
 
-    def _launch_fast(
-        self,
-        step: PlanStep,
-        artifacts: dict[str, Any],
-        running: dict[asyncio.Task[Any], str],
-        finished: deque[Finished],
-        wake: Callable[[], None],
-    ) -> bool:
+    def _launch_fast(self, step: PlanStep, board: Board) -> bool:
         spec = step.spec
         result = self._results[step.step_id]
         try:
             assert spec.fn is not None
-            coro = spec.fn(**step.bind(artifacts))
+            coro = spec.fn(**step.bind(board.artifacts))
         except Exception:
             return False  # the general way reports it as a failed attempt, with its trace
         loop = self._loop
@@ -129,8 +126,7 @@ class Attempts:
             if task.cancelled():
                 if not self._deadlines.timed_out(token):
                     self._record(step, result, "cancelled", started, started, None)
-                    finished.append((task, asyncio.CancelledError()))
-                    wake()
+                    board.end(task, asyncio.CancelledError())
                     return
                 error: BaseException | None = _timed_out(spec, timeout)
             else:
@@ -141,25 +137,22 @@ class Attempts:
                 except Exception as exc:
                     error = exc
             if error is None:
-                self._succeeded(step, result, task.result(), outputs, artifacts, started, started)
-                finished.append((task, None))
-                wake()
+                value = task.result()
+                self._succeeded(step, result, value, outputs, board.artifacts, started, started)
+                board.end(task, None)
                 return
             self._failed_attempt(step, result, error, started, started)
             retry = spec.idempotent and result.attempts <= self.max_retries
             if retry and isinstance(error, Exception) and not self._stopping:
-                del running[task]  # the step goes on, the general way
-                self._launch_general(
-                    step, artifacts, running, finished, wake, self._backoff(result.attempts)
-                )
+                del board.running[task]  # the step goes on, the general way
+                self._launch_general(step, board, self._backoff(result.attempts))
                 return
             result.status = StepStatus.FAILED
             result.error = error
-            finished.append((task, error))
-            wake()
+            board.end(task, error)
 
         task.add_done_callback(done)
-        running[task] = step.step_id
+        board.running[task] = step.step_id
         return True
 
     # -- the general way -------------------------------------------------------------------

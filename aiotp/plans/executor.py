@@ -36,7 +36,6 @@ Rules:
 from __future__ import annotations
 
 import asyncio
-import collections
 import concurrent.futures
 import contextlib
 import itertools
@@ -47,7 +46,7 @@ from collections.abc import AsyncIterator, Iterable, Mapping
 from time import perf_counter as clock  # traces: uvloop's loop.time() ticks in ms
 from typing import Any
 
-from aiotp.plans.attempts import Attempts, Finished
+from aiotp.plans.attempts import Attempts, Board
 from aiotp.plans.deadlines import Deadlines
 from aiotp.plans.errors import (
     DuplicateProducer,
@@ -203,35 +202,24 @@ class Executor(Attempts):
                 )
 
     async def _run(self, plan: Plan, artifacts: dict[str, Any]) -> None:
-        loop = asyncio.get_running_loop()
         position = {step_id: i for i, step_id in enumerate(plan.order)}
         waiting = {step_id: len(deps) for step_id, deps in plan.dependencies.items()}
         ready = [step_id for step_id in plan.order if not waiting[step_id]]
         dependents = dict(plan.dependents)  # plain dicts: read once per finished step
         results = self._results
         pending = StepStatus.PENDING
-        running: dict[asyncio.Task[Any], str] = {}
-        # Finished steps are queued by their tasks' done callbacks, so that handling one costs
-        # O(1), not an asyncio.wait over every running step (O(running) per completion).
-        finished: collections.deque[Finished] = collections.deque()
-        wake: list[asyncio.Future[None]] = []
-
-        def wake_up() -> None:
-            if wake and not wake[0].done():
-                wake[0].set_result(None)
-
+        board = Board(artifacts)
+        running = board.running
         first_failure: tuple[str, BaseException] | None = None
         try:
             while ready or running:
                 for step_id in ready:
-                    self._launch(plan.by_id[step_id], artifacts, running, finished, wake_up)
+                    self._launch(plan.by_id[step_id], board)
                 ready = []
-                if not finished:
-                    wake[:] = [loop.create_future()]
-                    await wake[0]
+                await board.wait()
                 failed = []
-                while finished:
-                    task, error = finished.popleft()
+                while board.finished:
+                    task, error = board.finished.popleft()
                     step_id = running.pop(task)
                     if error is not None:
                         self._ended_by(step_id, error)
