@@ -66,9 +66,16 @@ _TRANSITIONS = {
 class Runtime:
     """A home for actors on the running event loop. Use it as an async context manager."""
 
-    def __init__(self, *, shutdown_timeout: float = 5.0, sessions: Any = None) -> None:
+    def __init__(
+        self, *, shutdown_timeout: float = 5.0, sessions: Any = None, name: str = "aiotp"
+    ) -> None:
         if shutdown_timeout <= 0:
             raise ValueError(f"shutdown_timeout must be positive, got {shutdown_timeout!r}")
+        if not isinstance(name, str) or not name:
+            raise TypeError(f"Runtime name must be a non-empty string, got {name!r}")
+        # Names the system to the outside: the Ray namespace of its workers, the snapshot,
+        # the metrics' labels. Runtimes sharing a name share those.
+        self.name = name
         self.shutdown_timeout = shutdown_timeout
         self._state = _State.NEW
         self._loop: asyncio.AbstractEventLoop = None  # type: ignore[assignment]  # set on enter

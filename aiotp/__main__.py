@@ -1,0 +1,5 @@
+"""``python -m aiotp``: the command line (see `aiotp.ops.cli`)."""
+
+from aiotp.ops.cli import main
+
+raise SystemExit(main())
