@@ -13,6 +13,7 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:
     from typing import Any
 
+    from aiotp.ops.application import Application, ApplicationStartError, AppState
     from aiotp.runtime import (
         NOREPLY,
         Actor,
@@ -88,6 +89,9 @@ if TYPE_CHECKING:
     )
 
 _EXPORTS: dict[str, str] = {
+    "AppState": "aiotp.ops.application",
+    "Application": "aiotp.ops.application",
+    "ApplicationStartError": "aiotp.ops.application",
     "IllegalTransition": "aiotp.session_store",
     "Session": "aiotp.session_store",
     "SessionEvent": "aiotp.session_store",
@@ -163,6 +167,9 @@ __all__ = [
     # pools and workers
     "Adapter",
     "AiotpError",
+    "AppState",
+    "Application",
+    "ApplicationStartError",
     "CallTimeout",
     "Caller",
     "CheckoutTimeout",

@@ -88,6 +88,7 @@ class Runtime:
         # Set once shutdown has finished: a second `shutdown()` (or one racing a cancelled
         # first) waits on it instead of returning while actors are still alive.
         self._stopped: asyncio.Event | None = None
+        self._started_at: float | None = None  # loop time at enter: the snapshot's uptime
         if sessions is not None:
             from aiotp.session_store.runtime_store import KEY, SessionsExtension
 
@@ -111,6 +112,7 @@ class Runtime:
 
     async def __aenter__(self) -> Runtime:
         self._loop = asyncio.get_running_loop()
+        self._started_at = self._loop.time()
         self._jobs = Jobs(f"runtime {id(self):#x}", close_timeout=self.shutdown_timeout)
         self._stopped = asyncio.Event()
         self._move(_State.RUNNING)
@@ -291,6 +293,17 @@ class Runtime:
         ref._put((STOP, reason), force=True)
         await self._wait_gone(ref, timeout)
 
+    async def wait_exit(self, target: Target, timeout: float | None = None) -> Any:
+        """Wait until the actor has exited and return its exit reason (what a monitor's `Down`
+        carries), for code that runs outside any actor (an application's runner, a test).
+
+        Returns at once for an actor already dead; `CallTimeout` after `timeout`; cancelling
+        the wait leaves the actor alone.
+        """
+        ref = self.resolve(target) if not isinstance(target, ActorRef) else target
+        await self._wait_gone(ref, timeout)
+        return ref._reason
+
     async def _wait_gone(self, ref: ActorRef, timeout: float | None) -> None:
         task = ref._task
         if task is None or task.done():
@@ -340,6 +353,17 @@ class Runtime:
 
     def pool_stats(self, name: str) -> Any:
         return _pools().pool_stats(self, name)
+
+    def snapshot(self) -> Any:
+        """A JSON-ready picture of the system now: tree, pools, sessions (`aiotp.ops.snapshot`).
+
+        A convenience, like `start_pool`: the code lives in the ops layer, which reads every
+        layer below; this forwards to it so that ``rt.snapshot()`` is where users look first.
+        Safe at any moment on the runtime's loop, during start-up and shutdown included.
+        """
+        from aiotp.ops.snapshot import snapshot
+
+        return snapshot(self)
 
     def execute(
         self,

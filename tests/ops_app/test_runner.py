@@ -1,0 +1,206 @@
+"""`python -m aiotp run module:app` as an operator uses it: real processes, real signals.
+
+SIGTERM or SIGINT stop the application in reverse start order and exit 0; a second signal exits
+at once; an application whose root supervisor gives up exits 1; a bad target exits 2 with one
+line. Worker processes never outlive the runner."""
+
+from __future__ import annotations
+
+import json
+import os
+import queue
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+APP = '''
+import asyncio, os
+import aiotp
+
+MARK = os.environ["AIOTP_TEST_MARK"]
+
+class Holder(aiotp.Actor):
+    async def init(self, label):
+        self.label = label
+        if label == "fragile":
+            self.send_after(float(os.environ.get("AIOTP_TEST_CRASH_AFTER", "3600")), "boom")
+
+    async def handle_info(self, msg):
+        if msg == "boom":
+            raise RuntimeError("fragile child gave up")
+
+    async def terminate(self, reason):
+        with open(MARK, "a") as f:
+            f.write(f"{self.label} {reason}\\n")
+        await asyncio.sleep(float(os.environ.get("AIOTP_TEST_SLOW_STOP", "0")))
+
+class Echo(aiotp.Adapter):
+    @aiotp.tool
+    def echo(self, x):
+        return x
+
+async def load(rt):
+    async def caller():
+        while True:
+            try:
+                await rt.execute("echo", "echo", {"x": 1}, timeout=5.0)
+            except aiotp.AiotpError:
+                await asyncio.sleep(0.01)
+    for _ in range(8):
+        await rt.jobs.spawn(caller(), "load")
+
+app = aiotp.Application(
+    "svc",
+    [
+        aiotp.ChildSpec("first", Holder, args=("first",)),
+        aiotp.pool_spec("echo", "svcapp:Echo", profile="process", size=2),
+        aiotp.ChildSpec("fragile", Holder, args=("fragile",)),
+        aiotp.ChildSpec("last", Holder, args=("last",)),
+    ],
+    max_restarts=2,
+    max_seconds=60.0,
+    shutdown_timeout=10.0,
+    on_start=load if os.environ.get("AIOTP_TEST_LOAD") else None,
+)
+'''
+
+
+class Runner:
+    def __init__(self, tmp: Path, *extra: str, env: dict[str, str] | None = None) -> None:
+        (tmp / "svcapp.py").write_text(APP)
+        self.mark = tmp / "terminated"
+        self.lines: queue.Queue[str] = queue.Queue()
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "aiotp", "run", "svcapp:app", *extra],
+            cwd=tmp,
+            stderr=subprocess.PIPE,
+            stdout=subprocess.DEVNULL,
+            text=True,
+            env={**os.environ, "AIOTP_TEST_MARK": str(self.mark), **(env or {})},
+        )
+        self.seen: list[str] = []
+        threading.Thread(target=self._read, daemon=True).start()
+
+    def _read(self) -> None:
+        assert self.proc.stderr is not None
+        for line in self.proc.stderr:
+            self.lines.put(line)
+
+    def wait_for(self, fragment: str, timeout: float = 30.0) -> str:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                line = self.lines.get(timeout=0.1)
+            except queue.Empty:
+                if self.proc.poll() is not None and self.lines.empty():
+                    break
+                continue
+            self.seen.append(line)
+            if fragment in line:
+                return line
+        raise AssertionError(f"never saw {fragment!r}; stderr so far:\n{''.join(self.seen)}")
+
+    def all_output(self) -> str:
+        """Everything it wrote to stderr (call after it exited)."""
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline:
+            try:
+                self.seen.append(self.lines.get(timeout=0.2))
+            except queue.Empty:
+                break
+        return "".join(self.seen)
+
+    def children(self) -> list[int]:
+        out = subprocess.run(
+            ["ps", "-o", "pid=", "--ppid", str(self.proc.pid)], capture_output=True, text=True
+        ).stdout
+        return [int(p) for p in out.split()]
+
+    def stops(self) -> list[str]:
+        return self.mark.read_text().splitlines() if self.mark.exists() else []
+
+
+def _gone(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    return False
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
+def test_a_stop_signal_stops_in_reverse_order_and_exits_0(tmp_path: Path, signum: int) -> None:
+    runner = Runner(tmp_path, env={"AIOTP_TEST_LOAD": "1"})
+    runner.wait_for("application 'svc' running")
+    workers = runner.children()
+    assert len(workers) >= 2, workers  # the pool's worker processes
+    time.sleep(0.2)  # let the load run
+    sent = time.monotonic()
+    runner.proc.send_signal(signum)
+    assert runner.proc.wait(timeout=30) == 0, "".join(runner.seen)
+    elapsed = time.monotonic() - sent
+    assert elapsed < 10.0 + 5.0  # its shutdown_timeout, plus room for a loaded machine
+    print(f"shutdown under load after {signal.Signals(signum).name}: {elapsed * 1000:.0f} ms")
+    assert runner.stops() == ["last shutdown", "fragile shutdown", "first shutdown"]
+    output = runner.all_output()
+    assert " ERROR " not in output and "Traceback" not in output, output  # a clean stop
+    deadline = time.monotonic() + 5
+    while not all(_gone(p) for p in workers) and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert all(_gone(p) for p in workers), "a worker process outlived the runner"
+
+
+def test_a_second_signal_exits_at_once(tmp_path: Path) -> None:
+    runner = Runner(tmp_path, env={"AIOTP_TEST_SLOW_STOP": "60"})
+    runner.wait_for("application 'svc' running")
+    runner.proc.send_signal(signal.SIGTERM)
+    deadline = time.monotonic() + 20
+    while not runner.stops() and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert runner.stops() == ["last shutdown"], "the graceful stop never started"
+    runner.proc.send_signal(signal.SIGINT)  # the cleanup would take a minute: do not wait
+    assert runner.proc.wait(timeout=20) == 128 + signal.SIGINT
+
+
+def test_a_root_supervisor_that_gives_up_exits_1(tmp_path: Path) -> None:
+    runner = Runner(tmp_path, env={"AIOTP_TEST_CRASH_AFTER": "0.05"})
+    assert runner.proc.wait(timeout=60) == 1
+    runner.wait_for("its root supervisor exited")
+    assert "first shutdown" in runner.stops()
+
+
+def test_bad_targets_exit_2_with_one_line(tmp_path: Path) -> None:
+    (tmp_path / "notanapp.py").write_text("app = 42\n")
+    for target, fragment in (
+        ("no_such_module:app", "cannot import 'no_such_module'"),
+        ("notanapp:missing", "has no attribute 'missing'"),
+        ("notanapp:app", "not an aiotp.Application"),
+        ("notanapp", "expected module:attribute"),
+    ):
+        done = subprocess.run(
+            [sys.executable, "-m", "aiotp", "run", target],
+            cwd=tmp_path,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert done.returncode == 2, done.stderr
+        assert fragment in done.stderr
+        assert len(done.stderr.strip().splitlines()) == 1, done.stderr
+
+
+def test_json_log_lines(tmp_path: Path) -> None:
+    runner = Runner(tmp_path, "--log-format", "json", "--log-level", "info")
+    line = runner.wait_for("running")
+    entry = json.loads(line)
+    assert entry["logger"] == "aiotp.application"
+    assert entry["level"] == "INFO"
+    assert entry["pid"] == runner.proc.pid
+    runner.proc.send_signal(signal.SIGTERM)
+    assert runner.proc.wait(timeout=30) == 0
+    assert runner.lines.qsize() >= 0
