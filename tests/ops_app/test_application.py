@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 import aiotp
-from aiotp.ops.application import AppState, Application, ApplicationStartError
+from aiotp.ops.application import Application, ApplicationStartError, AppState
 
 EVENTS: list[str] = []
 
