@@ -1,6 +1,6 @@
 """Supervision trees: ChildSpec, Supervisor, DynamicSupervisor (OTP semantics)."""
 
-from aiotp.supervisors.core import ChildInfo
+from aiotp.supervisors.core import ChildInfo, ChildStatus
 from aiotp.supervisors.dynamic import DynamicSupervisor
 from aiotp.supervisors.errors import (
     ChildRunning,
@@ -17,6 +17,7 @@ __all__ = [
     "ChildInfo",
     "ChildRunning",
     "ChildSpec",
+    "ChildStatus",
     "DuplicateChild",
     "DynamicSupervisor",
     "MaxChildren",

@@ -12,10 +12,10 @@ Concurrency decisions:
 from __future__ import annotations
 
 import logging
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, cast
 
 from aiotp.runtime import telemetry
-from aiotp.runtime.actor import Actor
+from aiotp.runtime.actor import Actor, ActorClass
 from aiotp.runtime.messages import NOREPLY, Exit, is_normal_exit
 from aiotp.runtime.ref import ActorRef, Caller
 from aiotp.supervisors.errors import (
@@ -28,7 +28,7 @@ from aiotp.supervisors.errors import (
 from aiotp.supervisors.intensity import RestartIntensity
 from aiotp.supervisors.spec import ChildSpec
 
-__all__ = ["ChildInfo", "SupervisorCore"]
+__all__ = ["ChildInfo", "ChildStatus", "SupervisorCore"]
 
 _log = logging.getLogger("aiotp.supervisor")
 
@@ -43,14 +43,28 @@ class ChildInfo(NamedTuple):
     restart: str
 
 
+class ChildStatus(NamedTuple):
+    """One child as `SupervisorCore.children_status` sees it: `ChildInfo` plus ``restarts``,
+    how many times this supervisor restarted it after a death (its own or, with one_for_all
+    and rest_for_one, a sibling's)."""
+
+    id: Any
+    ref: ActorRef | None
+    type: str
+    restart: str
+    restarts: int
+    start: Any  # the spec's actor class or start factory (what a stopped child would run)
+
+
 class _Child:
-    __slots__ = ("args", "key", "ref", "spec")
+    __slots__ = ("args", "key", "ref", "restarts", "spec")
 
     def __init__(self, key: Any, spec: ChildSpec, args: tuple[Any, ...]) -> None:
         self.key = key
         self.spec = spec
         self.args = args
         self.ref: ActorRef | None = None
+        self.restarts = 0
 
 
 class SupervisorCore(Actor):
@@ -76,19 +90,22 @@ class SupervisorCore(Actor):
     # -- starting -----------------------------------------------------------------------
     async def _start(self, child: _Child) -> ActorRef:
         spec = child.spec
+        ref: ActorRef
         try:
             if isinstance(spec.start, type):
+                start = cast(ActorClass[ActorRef], spec.start)
                 ref = await self.runtime.spawn(
-                    spec.start,
+                    start,
                     *child.args,
                     name=spec.registered_name,
                     link=True,
                     **spec.init_kwargs,
                 )
             else:
-                ref = await spec.start(*child.args, **spec.kwargs)
-                if not isinstance(ref, ActorRef):
-                    raise TypeError(f"start factory returned {ref!r}, not an ActorRef")
+                made = await spec.start(*child.args, **spec.kwargs)
+                if not isinstance(made, ActorRef):
+                    raise TypeError(f"start factory returned {made!r}, not an ActorRef")
+                ref = made
                 self.link(ref)
         except Exception as exc:
             raise StartChildError(spec.id, exc) from exc
@@ -195,6 +212,7 @@ class SupervisorCore(Actor):
                     return
                 self.ref.send(("$retry", keys[i:]))
                 return
+            child.restarts += 1
             if key == restarted or restarted is None:
                 self._emit("restarted", child)
 
@@ -267,6 +285,20 @@ class SupervisorCore(Actor):
         return [
             ChildInfo(c.spec.id, c.ref, c.spec.type, c.spec.restart)
             for c in self._children.values()
+        ]
+
+    def children_status(self) -> list[ChildStatus]:
+        """The children now, in start order, with their restart counts.
+
+        A plain read for `aiotp.ops.snapshot`, which runs on the loop between messages: a call
+        would queue behind whatever the supervisor is doing (restarting a pool, say) and stall
+        the snapshot. Empty before `init` set the supervisor up."""
+        children = getattr(self, "_children", None)
+        if children is None:
+            return []
+        return [
+            ChildStatus(c.spec.id, c.ref, c.spec.type, c.spec.restart, c.restarts, c.spec.start)
+            for c in children.values()
         ]
 
     def _count_children(self) -> dict[str, int]:

@@ -7,9 +7,12 @@ any task. Queries default to the 5 s call timeout; operations that start childre
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from aiotp.runtime.ref import ActorRef
+
+if TYPE_CHECKING:
+    from aiotp.supervisors.core import ChildStatus
 
 __all__ = ["SupervisorRef"]
 
@@ -36,3 +39,10 @@ class SupervisorRef(ActorRef):
 
     async def delete_child(self, child_id: Any, timeout: float | None = 5.0) -> None:
         await self.call(("$delete_child", child_id), timeout=timeout)
+
+    def children_status(self) -> list[ChildStatus]:
+        """The children now, with restart counts: a plain read on the runtime's loop, not a
+        call, for introspection (`aiotp.ops.snapshot`) that must not wait behind a busy
+        supervisor. Empty once the supervisor is gone or before its `init` set it up."""
+        status = getattr(self._actor, "children_status", None)
+        return status() if status is not None else []
