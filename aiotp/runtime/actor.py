@@ -29,7 +29,7 @@ Callbacks and what the runtime does around them (GenServer's contract):
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol, TypeVar
 
 from aiotp.runtime.errors import AiotpError
 from aiotp.runtime.ref import ActorRef, Caller, MonitorRef, Timer
@@ -37,7 +37,7 @@ from aiotp.runtime.ref import ActorRef, Caller, MonitorRef, Timer
 if TYPE_CHECKING:
     from aiotp.runtime.runtime import Runtime
 
-__all__ = ["Actor", "UnhandledMessage"]
+__all__ = ["Actor", "ActorClass", "UnhandledMessage"]
 
 _log = logging.getLogger("aiotp.actor")
 
@@ -55,7 +55,7 @@ class Actor:
 
     #: The class of ref `spawn` returns for this actor. A subclass of `ActorRef` (with
     #: ``__slots__ = ()``) gives callers typed helper methods, as `SupervisorRef` does.
-    ref_class: type[ActorRef] = ActorRef
+    ref_class: ClassVar[type[ActorRef]] = ActorRef
 
     ref: ActorRef
     runtime: Runtime
@@ -120,3 +120,20 @@ class Actor:
     def __repr__(self) -> str:
         ref = getattr(self, "ref", None)
         return f"<{type(self).__name__} {ref!r}>"
+
+
+RefT = TypeVar("RefT", bound=ActorRef, covariant=True)
+
+
+class ActorClass(Protocol[RefT]):
+    """An `Actor` subclass, seen by the type checker through the ref it spawns as.
+
+    ``rt.spawn(aiotp.Supervisor, ...)`` is then typed to return a `SupervisorRef` (so that
+    ``which_children()`` type-checks) and a plain actor class an `ActorRef`.
+    """
+
+    @property
+    def ref_class(self) -> type[RefT]: ...
+
+    def __call__(self) -> Actor: ...
+

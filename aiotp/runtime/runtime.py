@@ -16,6 +16,8 @@ Guarantees:
   (default 5 s, as a worker's shutdown in OTP) and then killed; actors spawned inside actors are
   stopped by their owners (a supervisor stops its children). Whatever is left is killed, and no
   task is left pending.
+- Timers (`send_after`) and everything built on them run on the runtime's clock: real time by
+  default, simulated time with ``Runtime(clock=aiotp.VirtualClock())`` (`aiotp.runtime.clock`).
 - `stop` is GenServer.stop: the request is queued behind the messages already in the mailbox,
   `terminate` runs, and `stop` returns once the actor is gone.
 """
@@ -27,11 +29,12 @@ import itertools
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
 from enum import Enum
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar, Unpack
 
 from aiotp.runtime import telemetry
-from aiotp.runtime.actor import Actor
+from aiotp.runtime.actor import Actor, ActorClass
 from aiotp.runtime.cancel import await_through_cancel, retrieve
+from aiotp.runtime.clock import Clock, RealClock
 from aiotp.runtime.errors import AiotpError, CallTimeout, NoProc, RuntimeClosed
 from aiotp.runtime.jobs import Jobs
 from aiotp.runtime.process import actor_main
@@ -39,11 +42,21 @@ from aiotp.runtime.ref import DONE, STOP, ActorRef, Phase, Timer, _current
 from aiotp.runtime.registry import Registry
 from aiotp.runtime.signals import Signals
 
+if TYPE_CHECKING:
+    # Types only: these layers sit above the runtime, which forwards to them at run time
+    # (imported on first use) and names their types so that `rt.start_pool` and friends are
+    # typed where users call them.
+    from aiotp.session_store import SessionStore
+    from aiotp.supervisors import SupervisorRef
+    from aiotp.workers.options import Affinity, PoolOptions
+    from aiotp.workers.pool_stats import PoolStats
+    from aiotp.workers.retry import Retry
+
 __all__ = ["Runtime"]
 
 _log = logging.getLogger("aiotp.runtime")
 
-A = TypeVar("A", bound=Actor)
+R = TypeVar("R", bound=ActorRef)
 T = TypeVar("T")
 Target = ActorRef | Any  # a ref or a registered name
 
@@ -67,7 +80,12 @@ class Runtime:
     """A home for actors on the running event loop. Use it as an async context manager."""
 
     def __init__(
-        self, *, shutdown_timeout: float = 5.0, sessions: Any = None, name: str = "aiotp"
+        self,
+        *,
+        shutdown_timeout: float = 5.0,
+        sessions: Any = None,
+        name: str = "aiotp",
+        clock: Clock | None = None,
     ) -> None:
         if shutdown_timeout <= 0:
             raise ValueError(f"shutdown_timeout must be positive, got {shutdown_timeout!r}")
@@ -77,6 +95,13 @@ class Runtime:
         # the metrics' labels. Runtimes sharing a name share those.
         self.name = name
         self.shutdown_timeout = shutdown_timeout
+        if clock is not None and not isinstance(clock, Clock):
+            raise TypeError(f"clock must be an aiotp.VirtualClock or a RealClock, got {clock!r}")
+        # What timers, restart windows, session TTLs and heartbeats read time from (clock.py).
+        self._clock: Clock = clock if clock is not None else RealClock()
+        # send_after's scheduler. On real time it becomes the loop's own call_later at enter,
+        # so the real clock costs no extra call on the hot path.
+        self._call_later: Callable[..., Any] = self._clock.call_later
         self._state = _State.NEW
         self._loop: asyncio.AbstractEventLoop = None  # type: ignore[assignment]  # set on enter
         self._ids = itertools.count(1)
@@ -110,8 +135,16 @@ class Runtime:
     def loop(self) -> asyncio.AbstractEventLoop:
         return self._loop
 
+    @property
+    def clock(self) -> Clock:
+        """The time `send_after`, restart intensity, session TTLs and heartbeats run on: a
+        `RealClock` unless ``Runtime(clock=aiotp.VirtualClock())`` (`aiotp.runtime.clock`)."""
+        return self._clock
+
     async def __aenter__(self) -> Runtime:
         self._loop = asyncio.get_running_loop()
+        if not self._clock.virtual:
+            self._call_later = self._loop.call_later
         self._started_at = self._loop.time()
         self._jobs = Jobs(f"runtime {id(self):#x}", close_timeout=self.shutdown_timeout)
         self._stopped = asyncio.Event()
@@ -140,14 +173,14 @@ class Runtime:
     # -- actors ------------------------------------------------------------------------
     async def spawn(
         self,
-        cls: type[A],
+        cls: ActorClass[R],
         *args: Any,
         name: Any = None,
         link: bool = False,
         max_mailbox: int | None = None,
         init_timeout: float | None = None,
         **kwargs: Any,
-    ) -> ActorRef:
+    ) -> R:
         """Start an actor and return its ref once `init` finished.
 
         `link=True` links the new actor to the calling actor (an error outside actors: there is
@@ -205,7 +238,7 @@ class Runtime:
             # init finished just now (the spawner will never see its ref).
             await self._abort_spawn(ref, started)
             raise
-        return ref
+        return ref  # type: ignore[return-value]  # built from cls.ref_class, so it is an R
 
     async def _abort_spawn(self, ref: ActorRef, started: asyncio.Future[None]) -> None:
         """Kill an actor whose spawn was abandoned and wait, through cancellation, until it is
@@ -264,7 +297,7 @@ class Runtime:
         if target._phase is Phase.DEAD:
             timer.fired = True
             return timer
-        timer._handle = self._loop.call_later(seconds, timer._fire, msg)
+        timer._handle = self._call_later(seconds, timer._fire, msg)
         if target._timers is None:
             target._timers = set()
         target._timers.add(timer)
@@ -336,23 +369,26 @@ class Runtime:
     # -- pools and sessions: forwards to aiotp.workers / aiotp.session_store ------------------
     # Imported on first use: the actor core never loads the upper layers unless they are used.
     @property
-    def sessions(self) -> Any:
+    def sessions(self) -> SessionStore:
         """The runtime's default `SessionStore`, swept in the background while the runtime runs."""
         from aiotp.session_store.runtime_store import runtime_sessions
 
         return runtime_sessions(self)
 
-    async def start_pool(self, name: str, adapter: Any, **options: Any) -> ActorRef:
+    async def start_pool(
+        self, name: str, adapter: Any, **options: Unpack[PoolOptions]
+    ) -> SupervisorRef:
         """Start a named pool of workers; see `aiotp.workers.pool` for every option."""
         self._check_open(f"start_pool {name!r}")
-        ref: ActorRef = await _pools().start_pool(self, name, adapter, **options)
+        ref: SupervisorRef = await _pools().start_pool(self, name, adapter, **options)
         return ref
 
     async def stop_pool(self, name: str, timeout: float | None = None) -> None:
         await _pools().stop_pool(self, name, timeout)
 
-    def pool_stats(self, name: str) -> Any:
-        return _pools().pool_stats(self, name)
+    def pool_stats(self, name: str) -> PoolStats:
+        stats: PoolStats = _pools().pool_stats(self, name)
+        return stats
 
     def snapshot(self) -> Any:
         """A JSON-ready picture of the system now: tree, pools, sessions (`aiotp.ops.snapshot`).
@@ -373,8 +409,8 @@ class Runtime:
         timeout: float | None = 5.0,
         session: str | None = None,
         *,
-        affinity: str | None = None,
-        retry: Any = None,
+        affinity: Affinity | None = None,
+        retry: Retry | None = None,
     ) -> Coroutine[Any, Any, Any]:
         """Run `tool(**args)` on a worker of `pool` and return its result (aiotp.workers.api).
 
@@ -395,7 +431,7 @@ class Runtime:
         timeout: float | None = 5.0,
         session: str | None = None,
         *,
-        affinity: str | None = None,
+        affinity: Affinity | None = None,
     ) -> AsyncIterator[Any]:
         """The items of a generator tool, as an async iterator."""
         items: AsyncIterator[Any] = _pools().stream(
