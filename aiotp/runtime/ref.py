@@ -19,10 +19,12 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import itertools
+import time
 from collections.abc import Awaitable, Generator
 from enum import IntEnum
 from typing import TYPE_CHECKING, Any, Final
 
+from aiotp.runtime.call_timing import timings as _timings
 from aiotp.runtime.errors import AiotpError, CallTimeout, MailboxFull, NoProc
 
 if TYPE_CHECKING:
@@ -292,13 +294,20 @@ class ActorRef:
             raise ValueError(f"call timeout must be positive or None, got {timeout!r}")
         fut: asyncio.Future[Any] = self._loop.create_future()
         self._put((CALL, msg, Caller(fut, self, sender)))
-        if timeout is None:
-            return await fut
-        handle = self._loop.call_later(timeout, _expire, fut, self, timeout)
+        # Empty unless a metrics exporter asked for call latencies (see call_timing.py).
+        timing = _timings.get(self._rt) if _timings else None
+        started = time.perf_counter() if timing is not None else 0.0
         try:
-            return await fut
+            if timeout is None:
+                return await fut
+            handle = self._loop.call_later(timeout, _expire, fut, self, timeout)
+            try:
+                return await fut
+            finally:
+                handle.cancel()
         finally:
-            handle.cancel()
+            if timing is not None:
+                timing.record(self._kind, time.perf_counter() - started)
 
     def cast(self, msg: Any) -> Awaitable[None]:
         """Queue `msg` for `handle_cast`; dropped silently if the actor is dead (as in OTP).

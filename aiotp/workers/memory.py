@@ -75,5 +75,5 @@ def exceeded(pool: Pool, slot: WorkerSlot) -> bool:
         {"rss_mb": rss, "limit_mb": limit},
         {"pool": pool.name, "worker_id": slot.worker_id, "pid": pid},
     )
-    pool.recycle(slot)
+    pool.recycle(slot, "memory")
     return True

@@ -228,7 +228,7 @@ class Pool:
         if slot.draining and slot.ref is not None:
             slot.ref.send("drained")  # already being replaced: retire it now
         else:
-            self.recycle(slot)
+            self.recycle(slot, "overrun")
 
     def serving(self, index: int) -> list[WorkerSlot]:
         """The live workers taking new work for `index` (one, outside of races we repair)."""
@@ -262,13 +262,15 @@ class Pool:
             d.cancelled += 1
         d.checkin(slot)
 
-    def recycle(self, slot: WorkerSlot) -> None:
-        """Start a replacement, then retire `slot` once it is idle (capacity never drops)."""
+    def recycle(self, slot: WorkerSlot, cause: str = "max_requests") -> None:
+        """Start a replacement, then retire `slot` once it is idle (capacity never drops).
+        `cause` (max_requests, ttl, memory, overrun) goes into the "recycled" event."""
         if slot.recycling or slot.state not in _RENEWABLE:
             return
         if self.manager is None or not self.manager.alive:
             return
         slot.recycling = True  # keeps serving until its replacement is ready
+        slot.recycle_cause = cause
         self.manager.cast_nowait(("replace", slot))
 
     def stats(self) -> PoolStats:
@@ -284,7 +286,7 @@ class Pool:
         telemetry.execute(
             ("aiotp", "pool", "worker", "recycled"),
             {"requests": slot.requests},
-            {"pool": self.name, "worker_id": slot.worker_id},
+            {"pool": self.name, "worker_id": slot.worker_id, "cause": slot.recycle_cause},
         )
 
 

@@ -1,55 +1,22 @@
-"""What `rt.pool_stats(name)` reports, and the cheap histogram behind its latency percentiles.
+"""What `rt.pool_stats(name)` reports.
 
-The histogram has fixed, log-spaced buckets (four per decade from 10 us to 100 s): recording a
-value is one bisect over 29 bounds and an increment, with no allocation, so it stays on the hot
-path of every request; a percentile is read back as its bucket's upper bound (within 78% of the
-true value, which is what an operator's p50/p99 needs; exact values come from telemetry).
+Its latency percentiles come from `aiotp.runtime.histogram.Histogram` (re-exported here), cheap
+enough for the hot path of every request: fixed log-spaced buckets, no allocation per value; a
+percentile is read back as its bucket's upper bound (within 78% of the true value).
 """
 
 from __future__ import annotations
 
-import bisect
 from typing import TYPE_CHECKING
 
 import attrs
+
+from aiotp.runtime.histogram import Histogram
 
 if TYPE_CHECKING:
     from aiotp.workers.dispatcher import Dispatcher
 
 __all__ = ["Histogram", "Percentiles", "PoolStats", "WorkerStats", "snapshot"]
-
-_BOUNDS: tuple[float, ...] = tuple(10 ** (e / 4) * 1e-5 for e in range(29))  # 10 us .. 100 s
-
-
-class Histogram:
-    """Counts of values (seconds) per fixed bucket."""
-
-    __slots__ = ("counts", "total")
-
-    def __init__(self) -> None:
-        self.counts = [0] * (len(_BOUNDS) + 1)
-        self.total = 0
-
-    def record(self, seconds: float) -> None:
-        self.counts[bisect.bisect_left(_BOUNDS, seconds)] += 1
-        self.total += 1
-
-    def percentile(self, q: float) -> float | None:
-        """The upper bound of the bucket holding the q-th percentile (None when empty; the
-        last bucket, values past 100 s, reports infinity)."""
-        if not self.total:
-            return None
-        rank = q / 100.0 * self.total
-        seen = 0
-        for index, count in enumerate(self.counts):
-            seen += count
-            if seen >= rank and count:
-                return _BOUNDS[index] if index < len(_BOUNDS) else float("inf")
-        return float("inf")
-
-    def summary(self) -> Percentiles:
-        return Percentiles(self.total, self.percentile(50), self.percentile(99))
-
 
 @attrs.frozen
 class Percentiles:
@@ -150,8 +117,12 @@ def snapshot(
         queue_timeouts=self.queue_timeouts,
         saturated=self.saturated,
         retries=self.retries,
-        queue_wait=self.queue_wait.summary(),
-        latency=self.latency.summary(),
+        queue_wait=_summary(self.queue_wait),
+        latency=_summary(self.latency),
         affinity=affinity,
         pinned_sessions=sum(len(s.sessions) for s in self.slots if not s.draining),
     )
+
+
+def _summary(histogram: Histogram) -> Percentiles:
+    return Percentiles(histogram.total, histogram.percentile(50), histogram.percentile(99))

@@ -44,6 +44,7 @@ class WorkerSlot:
         "level",
         "orphans",
         "overrun",
+        "recycle_cause",
         "recycling",
         "ref",
         "requests",
@@ -70,6 +71,7 @@ class WorkerSlot:
         self.errors = 0
         self.state = SlotState.JOINING
         self.recycling = False  # a replacement is being started; still serving meanwhile
+        self.recycle_cause = ""  # why (see Pool.recycle), for the "recycled" event
         # Requests whose caller left while the worker still runs them (counted in in_flight).
         self.orphans = 0
         self.overrun = False  # a tool overran its caller past cancel_grace: retire by kill

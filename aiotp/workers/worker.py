@@ -112,7 +112,7 @@ class WorkerActor(Actor):
             )
             self.stop(WorkerCrashed(f"worker {self.handle.worker_id} exited: {msg[1]}"))
         if msg == "recycle" and self.slot is not None:
-            self.pool.recycle(self.slot)
+            self.pool.recycle(self.slot, "ttl")
         elif msg == "memory" and self.slot is not None and not self.slot.draining:
             # Once past the limit it is being replaced: no more samples, no repeated warnings.
             if not exceeded(self.pool, self.slot):
