@@ -25,6 +25,7 @@ demo: bytecode
 	$(BIN)/python examples/demo.py
 
 test: bytecode
+	@bash scripts/ensure-redis-server
 	$(BIN)/python -m pytest -q
 
 lint: $(STAMP)
