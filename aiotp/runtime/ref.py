@@ -29,6 +29,7 @@ from aiotp.runtime.errors import AiotpError, CallTimeout, MailboxFull, NoProc
 
 if TYPE_CHECKING:
     from aiotp.runtime.actor import Actor
+    from aiotp.runtime.clock import TimerHandle
     from aiotp.runtime.runtime import Runtime
 
 __all__ = ["ActorRef", "Caller", "MonitorRef", "Timer", "current_actor"]
@@ -80,7 +81,7 @@ class Timer:
 
     def __init__(self, owner: ActorRef) -> None:
         self._owner = owner
-        self._handle: asyncio.TimerHandle | None = None
+        self._handle: TimerHandle | None = None  # the loop's, or a VirtualClock's
         self.fired = False
 
     def cancel(self) -> bool:

@@ -3,11 +3,17 @@
 Created on first use with the defaults (``ttl=3600``, ``sweep_interval=60``,
 ``max_sessions=10_000``); pass your own with ``aiotp.Runtime(sessions=SessionStore(...))``.
 Its sweeper runs while the runtime runs and is stopped, without a pending task, at shutdown.
+
+Time: the store's TTLs and its sweeps follow the runtime's clock (``rt.clock``). A store left on
+the default clock (``time.monotonic``) is given the runtime's, so on a `VirtualClock` a test
+expires a session after an hour by advancing the clock an hour; a store built with a clock of its
+own keeps it.
 """
 
 from __future__ import annotations
 
 import asyncio
+import time
 from typing import Any
 
 from aiotp.session_store.store import SessionStore
@@ -25,11 +31,18 @@ class SessionsExtension:
         self.store = store
         self.rt = rt
         self.job: Any = None
+        _adopt_clock(store, rt)
 
     async def start(self, rt: Any = None) -> None:
         self.rt = rt if rt is not None else self.rt
         if self.job is None and self.rt is not None:
-            self.job = await self.rt.jobs.spawn(self.store.sweep_forever(), name="sessions sweeper")
+            _adopt_clock(self.store, self.rt)
+            clock = self.rt.clock
+            # On real time the sweeper sleeps as it always did; a virtual clock's sleep is
+            # passed only when there is one (a store of another kind need not take it).
+            store = self.store
+            sweeps = store.sweep_forever(clock.sleep) if clock.virtual else store.sweep_forever()
+            self.job = await self.rt.jobs.spawn(sweeps, name="sessions sweeper")
 
     async def close(self) -> None:
         job, self.job = self.job, None
@@ -49,6 +62,13 @@ def runtime_sessions(rt: Any) -> SessionStore:
 
     ext: SessionsExtension = rt.extension(KEY, make)
     return ext.store
+
+
+def _adopt_clock(store: Any, rt: Any) -> None:
+    """A store on the default clock reads the runtime's instead (see the module docstring)."""
+    clock = getattr(rt, "clock", None)
+    if clock is not None and getattr(store, "clock", None) is time.monotonic:
+        store.clock = clock.now
 
 
 def _start_later(ext: SessionsExtension) -> None:

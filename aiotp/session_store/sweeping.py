@@ -18,7 +18,7 @@ import asyncio
 import contextlib
 import logging
 import threading
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Self
 
 from aiotp.session_store.session import Session
@@ -132,12 +132,15 @@ class Sweeping:
     async def __aexit__(self, *exc: object) -> None:
         await self.stop()
 
-    async def sweep_forever(self) -> None:
+    async def sweep_forever(
+        self, sleep: Callable[[float], Awaitable[None]] = asyncio.sleep
+    ) -> None:
         """Sweep every `sweep_interval` s until cancelled; one failed sweep (a hook that
         raised) is logged and does not end the loop. Run it as a task (`start`) or as a job
-        of the runtime (the runtime's default store)."""
+        of the runtime (the runtime's default store). `sleep` waits between sweeps: the
+        runtime passes its clock's, so that sweeps follow a virtual clock in tests."""
         while True:
-            await asyncio.sleep(self.sweep_interval)
+            await sleep(self.sweep_interval)
             try:
                 await self.sweep_async()
             except Exception:

@@ -81,7 +81,8 @@ class SupervisorCore(Actor):
             )
         self.trap_exit = True
         self.strategy = strategy
-        self._intensity = RestartIntensity(max_restarts, max_seconds)
+        # The window runs on the runtime's clock, so a test can cross it in virtual time.
+        self._intensity = RestartIntensity(max_restarts, max_seconds, self.runtime.clock.now)
         self._children: dict[Any, _Child] = {}  # insertion order is start order
         self._running: dict[ActorRef, _Child] = {}
         self._stopped_by_us: set[ActorRef] = set()  # their Exit messages are expected

@@ -21,10 +21,16 @@ not acted on. A worker that really died is still replaced (its actor sees the pr
 
     await rt.start_pool("ml", MLAdapter, profile="process",
                         heartbeat=aiotp.Heartbeat(timeout=30.0, dependent=False))
+
+Time: the ticks and each ping's deadline are timers on the runtime's clock. On a
+`aiotp.VirtualClock` a test catches a hung worker by advancing the clock (``interval``, then
+past ``timeout``); a healthy worker's pong is still real I/O, so such a test lets it arrive
+before advancing past the deadline.
 """
 
 from __future__ import annotations
 
+import itertools
 import logging
 from typing import Any
 
@@ -50,12 +56,26 @@ class HeartbeatMonitor(Actor):
         self.missed = 0
         self.unhealthy = False  # dependent=False: reported unhealthy, not yet recovered
         self.pings: set[Any] = set()  # aiojobs.Job: pings overlap, each one a runtime job
+        self._ids = itertools.count(1)
+        self._deadlines: dict[int, Any] = {}  # ping number -> its deadline Timer
         self.send_after(config.interval, "tick")
 
     async def handle_info(self, msg: Any) -> None:
+        if isinstance(msg, tuple) and len(msg) == 2 and msg[0] in ("pong", "miss", "gone"):
+            # A ping is settled once, by whichever comes first: its pong, its deadline (a timer
+            # on the runtime's clock) or the worker's own ping timeout. Later ones are stale.
+            deadline = self._deadlines.pop(msg[1], None)
+            if deadline is None:
+                return
+            deadline.cancel()
+            msg = msg[0]
         if msg == "tick":
+            n = next(self._ids)
+            # The deadline runs on the runtime's clock, so a test on a VirtualClock crosses it
+            # by advancing; the ping itself is real I/O.
+            self._deadlines[n] = self.send_after(self.config.timeout, ("miss", n))
             job = await self.runtime.jobs.spawn(
-                self._ping(), name=f"heartbeat of {self.handle.worker_id}"
+                self._ping(n), name=f"heartbeat of {self.handle.worker_id}"
             )
             self.pings.add(job)
             self.send_after(self.config.interval, "tick")
@@ -114,15 +134,20 @@ class HeartbeatMonitor(Actor):
             {"pool": self.pool, "worker_id": handle.worker_id, "pid": handle.pid},
         )
 
-    async def _ping(self) -> None:
+    async def _ping(self, n: int) -> None:
+        # On real time the worker's own ping timeout stays (it also frees the request's
+        # bookkeeping in the worker handle). On a virtual clock only the deadline timer
+        # counts: real seconds of a loaded machine must not become misses the test never
+        # advanced to.
+        timeout = None if self.runtime.clock.virtual else self.config.timeout
         try:
-            await self.handle.ping(self.config.timeout)
+            await self.handle.ping(timeout)
         except TimeoutError:  # CallTimeout derives from it
-            self.ref.send("miss")
+            self.ref.send(("miss", n))
         except Exception:
-            return  # the worker is gone; its own actor reacts to that
+            self.ref.send(("gone", n))  # the worker is gone; its own actor reacts to that
         else:
-            self.ref.send("pong")
+            self.ref.send(("pong", n))
         finally:
             self.pings = {job for job in self.pings if not job.closed}
 
