@@ -65,7 +65,17 @@ import attrs
 
 __all__ = ["Heartbeat", "PoolConfig"]
 
-PROFILES = ("thread", "process")
+PROFILES = ("thread", "process", "ray")
+#: ``ray_options`` keys passed to Ray's ``.options()`` (names, namespaces and restarts are aiotp's).
+RAY_OPTIONS = (
+    "num_cpus",
+    "num_gpus",
+    "memory",
+    "resources",
+    "accelerator_type",
+    "runtime_env",
+    "scheduling_strategy",
+)
 OVERRUN_POLICIES = ("recycle", "wait")
 AFFINITY_MODES = ("hint", "strict_queue", "strict_fail_fast")
 
@@ -150,6 +160,21 @@ class PoolConfig:
     max_memory_mb: float | None = attrs.field(default=None)
     affinity: str = attrs.field(default="hint")
     retry: Any = attrs.field(default=None)
+    ray_options: Mapping[str, Any] | None = attrs.field(default=None)
+    address: str | None = attrs.field(default=None)
+
+    @ray_options.validator
+    def _check_ray_options(self, _attr: Any, value: Any) -> None:
+        if value is not None:
+            _ray_only(self.profile, "ray_options")
+            check_ray_options(value)
+
+    @address.validator
+    def _check_address(self, _attr: Any, value: Any) -> None:
+        if value is not None:
+            _ray_only(self.profile, "address")
+            if not isinstance(value, str) or not value:
+                raise TypeError(f"address must be a Ray address string or None, got {value!r}")
 
     @affinity.validator
     def _check_affinity(self, _attr: Any, value: Any) -> None:
@@ -170,6 +195,12 @@ class PoolConfig:
                 "pool's process and its memory, so no worker's own memory can be measured or "
                 "reclaimed by recycling it"
             )
+        if self.profile == "ray":
+            raise ValueError(
+                "max_memory_mb applies to profile='process' only: a Ray worker may run on "
+                "another machine; give it ray_options={'memory': bytes} and let Ray's memory "
+                "monitor watch it"
+            )
 
     @overrun.validator
     def _check_overrun(self, _attr: Any, value: Any) -> None:
@@ -189,6 +220,15 @@ class PoolConfig:
             from aiotp.workers.platform import check_process_profile
 
             check_process_profile()  # UnsupportedPlatform now, not after a child started
+        elif value == "ray":
+            import importlib.util
+
+            if importlib.util.find_spec("ray") is None:  # found, not imported
+                from aiotp.workers.errors import UnsupportedPlatform
+
+                raise UnsupportedPlatform(
+                    "profile='ray' needs Ray, which is not installed: pip install 'aiotp[ray]'"
+                )
 
     @heartbeat.validator
     def _check_heartbeat(self, _attr: Any, value: Any) -> None:
@@ -226,3 +266,39 @@ class PoolConfig:
         for key, item in value.items():
             if not key or "=" in key or "\0" in key or "\0" in item:
                 raise ValueError(f"env entry {key!r}={item!r} cannot be put in an environment")
+
+
+def _ray_only(profile: str, name: str) -> None:
+    if profile != "ray":
+        raise ValueError(f"{name} applies to profile='ray' only, not to profile={profile!r}")
+
+
+def _non_negative(name: str, value: Any) -> None:
+    if not isinstance(value, int | float) or isinstance(value, bool) or value < 0:
+        raise ValueError(f"{name} must be a number >= 0, got {value!r}")
+
+
+def check_ray_options(value: Any) -> None:
+    """``ray_options``: a mapping of `RAY_OPTIONS` keys with values of the right kind (Ray
+    checks the rest when the first worker starts)."""
+    if not isinstance(value, Mapping):
+        raise TypeError(f"ray_options must be a mapping, got {value!r}")
+    for key, item in value.items():
+        if key not in RAY_OPTIONS:
+            raise ValueError(
+                f"ray_options key {key!r} is not accepted (accepted: {', '.join(RAY_OPTIONS)}; "
+                "names, namespaces and restarts are aiotp's own)"
+            )
+        if key in ("num_cpus", "num_gpus", "memory"):
+            _non_negative(f"ray_options[{key!r}]", item)
+        elif key == "resources":
+            if not isinstance(item, Mapping) or not all(isinstance(k, str) for k in item):
+                raise TypeError(f"ray_options['resources'] must map str to numbers, got {item!r}")
+            for name, amount in item.items():
+                _non_negative(f"ray_options['resources'][{name!r}]", amount)
+        elif key == "runtime_env" and not isinstance(item, Mapping):
+            raise TypeError(f"ray_options['runtime_env'] must be a mapping, got {item!r}")
+        elif key == "accelerator_type" and not isinstance(item, str):
+            raise TypeError(f"ray_options['accelerator_type'] must be a str, got {item!r}")
+        elif key == "scheduling_strategy" and item is None:
+            raise TypeError("ray_options['scheduling_strategy'] must not be None")

@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-import logging
 import secrets
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
@@ -41,6 +40,7 @@ from aiotp.workers.dispatcher import Dispatcher, PoolStats, WorkerSlot
 from aiotp.workers.session_routing import SessionRouter
 from aiotp.workers.slot import SlotState
 from aiotp.workers.ticket import Ticket
+from aiotp.workers.worker_log import StartFailures, pool_logger
 
 if TYPE_CHECKING:
     from aiotp.runtime.ref import ActorRef
@@ -51,7 +51,6 @@ __all__ = ["Pool"]
 # Slots whose worker still counts for its index, and may be recycled.
 _RENEWABLE = (SlotState.SERVING, SlotState.WORN)
 
-_log = logging.getLogger("aiotp.pool")
 
 
 class Pool:
@@ -61,6 +60,8 @@ class Pool:
         self.rt = rt
         self.config = config
         self.name = config.name
+        self.log = pool_logger(config.name)  # aiotp.pool.<name> (worker_log.py)
+        self.start_failures = StartFailures(config.name)
         self.dispatcher = Dispatcher(
             config.name, config.max_queue, config.checkout_timeout, config.max_requests
         )
@@ -81,8 +82,21 @@ class Pool:
         self._abandoned_before = _abandoned_threads()
 
     async def start_handle(self, index: int) -> Any:
-        """Start one worker (process or thread pool) and return its handle once it is ready."""
-        from aiotp.workers import thread_worker
+        """Start one worker (process or thread pool) and return its handle once it is ready.
+
+        A failure is logged once per kind (worker_log.StartFailures) and raised."""
+        from aiotp.workers.errors import WorkerStartError
+
+        try:
+            handle = await self._start_handle(index)
+        except WorkerStartError as exc:
+            self.start_failures.failed(index, exc)
+            raise
+        self.start_failures.started()
+        return handle
+
+    async def _start_handle(self, index: int) -> Any:
+        from aiotp.workers import proctitle, thread_worker
 
         cfg = self.config
         # Unique to this pool instance (its tag): a session pinned to a worker of another
@@ -103,10 +117,15 @@ class Pool:
                     start_timeout=cfg.start_timeout,
                     zygote=None if first else await self._usable_zygote(),
                     max_frame=cfg.max_frame,
+                    title=proctitle.worker_title(self.name, index),
                 )
             finally:
                 if first:
                     self._first_start = False
+        if cfg.profile == "ray":
+            from aiotp.workers import ray_start  # imports Ray: only pools of that profile do
+
+            return await ray_start.start_ray_worker(self, worker_id)
         return await thread_worker.start_thread_worker(
             cfg.adapter,
             worker_id=worker_id,
@@ -149,6 +168,7 @@ class Pool:
         from aiotp.workers.zygote_client import Zygote
 
         cfg = self.config
+        from aiotp.workers import proctitle
         if not cfg.preload:
             return None
         async with self._zygote_lock:
@@ -165,7 +185,11 @@ class Pool:
             # While the pool's first worker still starts afresh, no other start goes afresh
             # (a third interpreter at once on a small machine): they wait for the template.
             self.zygote = await Zygote.start(
-                path, env, cfg.start_timeout, direct_first=not self._first_start
+                path,
+                env,
+                cfg.start_timeout,
+                direct_first=not self._first_start,
+                title=proctitle.template_title(self.name),
             )
             return self.zygote
 
@@ -218,7 +242,7 @@ class Pool:
         )
         if self.config.overrun != "recycle" or slot.overrun:
             return
-        _log.warning(
+        self.log.warning(
             "pool %r: worker %s still runs a request %s s after its caller left; recycling it",
             self.name,
             slot.worker_id,

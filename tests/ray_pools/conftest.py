@@ -1,0 +1,92 @@
+"""Fixtures of the Ray pool tests: one real local Ray per module, never a mock.
+
+Ray's processes (GCS, raylet, its idle worker processes) belong to the module, not to a test:
+the Ray fixtures are module-scoped, so they start before the per-test process snapshot, and at
+module end `ray.shutdown()` must really end every one of them (checked there). Per test, the
+process check below is the suite's own with one allowance: idle Ray worker processes
+("ray::IDLE"), which Ray's raylet starts and keeps by itself to host future tasks. Every
+process that hosted one of our actors ("ray::RayHost") must be gone after each test.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from procs import descendants
+
+pytest.importorskip("ray", reason="Ray cannot be imported on this machine")
+
+HERE = Path(__file__).resolve().parent
+# Ray's worker processes inherit this environment when the fixtures start Ray: they import the
+# test adapters ("ray_adapters:RayEcho") from here.
+os.environ["PYTHONPATH"] = os.pathsep.join(
+    p for p in (str(HERE), os.environ.get("PYTHONPATH", "")) if p
+)
+if str(HERE) not in sys.path:
+    sys.path.insert(0, str(HERE))
+# Loopback only (a no-op on Linux, where Ray binds the address it is given).
+os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
+
+#: Seconds Ray gets to end its processes after `ray.shutdown()` / `Cluster.shutdown()`.
+RAY_EXIT_DEADLINE = 30.0
+
+
+def cmdline(pid: int) -> str:
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            return f.read().replace(b"\0", b" ").decode(errors="replace").strip()
+    except OSError:
+        return ""
+
+
+def ray_idle(pid: int) -> bool:
+    """A worker process Ray keeps warm for later tasks (no actor of ours lives in it)."""
+    return cmdline(pid).startswith("ray::IDLE")
+
+
+def wait_processes_gone(before: set[int], deadline: float) -> list[int]:
+    """Descendants not in `before` still alive at `deadline` (monotonic)."""
+    left = set(descendants()) - before
+    while left and time.monotonic() < deadline:
+        time.sleep(0.05)
+        left = set(descendants()) - before
+    return sorted(left)
+
+
+@pytest.fixture(autouse=True)
+def no_leftover_processes() -> Iterator[None]:
+    """The suite's leftover-process check, allowing Ray's idle worker processes (see above)."""
+    before = set(descendants())
+    yield
+    deadline = time.monotonic() + 10.0
+    left = [p for p in set(descendants()) - before if not ray_idle(p)]
+    while left and time.monotonic() < deadline:
+        time.sleep(0.05)
+        left = [p for p in set(descendants()) - before if not ray_idle(p)]
+    assert not left, f"processes left alive after the test: {[(p, cmdline(p)) for p in left]}"
+
+
+@pytest.fixture(scope="module")
+def ray_local() -> Iterator[None]:
+    """A local Ray for the module (2 CPUs, 127.0.0.1, no dashboard), shut down at its end."""
+    import ray
+
+    before = set(descendants())
+    ray.init(
+        num_cpus=2,
+        include_dashboard=False,
+        log_to_driver=False,
+        _node_ip_address="127.0.0.1",
+        namespace="aiotp-tests",
+    )
+    try:
+        yield
+    finally:
+        ray.shutdown()
+        left = wait_processes_gone(before, time.monotonic() + RAY_EXIT_DEADLINE)
+        assert not left, f"Ray left processes: {[(p, cmdline(p)) for p in left]}"

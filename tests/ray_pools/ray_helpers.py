@@ -1,0 +1,48 @@
+"""Helpers of the Ray pool tests: polling with deadlines, reading Ray's view of our actors."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+from typing import Any
+
+import ray
+
+import aiotp
+
+
+async def eventually(check: Callable[[], Any], what: str, deadline: float = 30.0) -> Any:
+    """Poll `check` until it returns something truthy; fail naming `what` after `deadline` s
+    (generous: only a broken pool misses it, never a slow machine)."""
+    end = time.monotonic() + deadline
+    while True:
+        value = check()
+        if value:
+            return value
+        if time.monotonic() > end:
+            raise AssertionError(f"never happened within {deadline} s: {what}")
+        await asyncio.sleep(0.05)
+
+
+def live_actors(namespace: str, prefix: str = "") -> list[str]:
+    """Names of the live named actors of `namespace` (Ray's GCS; works without a dashboard)."""
+    return sorted(
+        a["name"]
+        for a in ray.util.list_named_actors(all_namespaces=True)
+        if a["namespace"] == namespace and a["name"].startswith(prefix)
+    )
+
+
+def worker_ids(rt: aiotp.Runtime, pool: str) -> list[str]:
+    return sorted(w.worker_id for w in rt.pool_stats(pool).workers)
+
+
+def serving(rt: aiotp.Runtime, pool: str) -> list[str]:
+    return sorted(w.worker_id for w in rt.pool_stats(pool).workers if w.state == "serving")
+
+
+async def no_actors_left(namespace: str, prefix: str) -> None:
+    await eventually(
+        lambda: not live_actors(namespace, prefix), f"no live actor {prefix}* in {namespace}"
+    )
