@@ -18,9 +18,10 @@ readers on other threads take `CallTiming.snapshot`.
 
 from __future__ import annotations
 
+from bisect import bisect_left
 from typing import TYPE_CHECKING
 
-from aiotp.runtime.histogram import Histogram
+from aiotp.runtime.histogram import BOUNDS, Histogram
 
 if TYPE_CHECKING:
     from aiotp.runtime.runtime import Runtime
@@ -38,12 +39,15 @@ class CallTiming:
         self.users = 0
 
     def record(self, kind: type | None, seconds: float) -> None:
-        if kind is None:
-            return
-        hist = self.by_class.get(kind)
+        hist = self.by_class.get(kind)  # type: ignore[arg-type]
         if hist is None:
+            if kind is None:
+                return
             hist = self.by_class[kind] = Histogram()
-        hist.record(seconds)
+        # Histogram.record, inlined: one Python call less on every timed call.
+        hist.counts[bisect_left(BOUNDS, seconds)] += 1
+        hist.total += 1
+        hist.sum += seconds
 
     def snapshot(self) -> dict[str, tuple[list[int], float]]:
         """Bucket counts and sum per class name, safe to take from another thread (classes of

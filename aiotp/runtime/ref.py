@@ -297,7 +297,16 @@ class ActorRef:
         self._put((CALL, msg, Caller(fut, self, sender)))
         # Empty unless a metrics exporter asked for call latencies (see call_timing.py).
         timing = _timings.get(self._rt) if _timings else None
-        started = time.perf_counter() if timing is not None else 0.0
+        if timing is None:
+            if timeout is None:
+                return await fut
+            handle = self._loop.call_later(timeout, _expire, fut, self, timeout)
+            try:
+                return await fut
+            finally:
+                handle.cancel()
+        # The same wait, timed (kept apart so that the untimed path stays as it was).
+        started = time.perf_counter()
         try:
             if timeout is None:
                 return await fut
@@ -307,8 +316,7 @@ class ActorRef:
             finally:
                 handle.cancel()
         finally:
-            if timing is not None:
-                timing.record(self._kind, time.perf_counter() - started)
+            timing.record(self._kind, time.perf_counter() - started)
 
     def cast(self, msg: Any) -> Awaitable[None]:
         """Queue `msg` for `handle_cast`; dropped silently if the actor is dead (as in OTP).
