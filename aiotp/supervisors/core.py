@@ -7,6 +7,12 @@ Concurrency decisions:
   message its death produces later is recognised as expected and never triggers a restart.
 - A failed restart is re-queued as a message to ourselves, not retried in a loop, so that a
   shutdown already in the mailbox wins; every attempt counts against the intensity.
+
+Logging (logger ``aiotp.supervisor``): a child's failed restart is one ERROR record with the
+cause's traceback, the first time; its further failed attempts, until it starts again, are
+DEBUG lines, and so is a cause a lower layer logged already (`aiotp.runtime.reports`: a pool
+logs its workers' start failures itself). Giving up (restart intensity exceeded) is one ERROR
+line. A child's death is not logged here: its crash report is the runtime's (``aiotp.actor``).
 """
 
 from __future__ import annotations
@@ -14,7 +20,7 @@ from __future__ import annotations
 import logging
 from typing import Any, NamedTuple, cast
 
-from aiotp.runtime import telemetry
+from aiotp.runtime import reports, telemetry
 from aiotp.runtime.actor import Actor, ActorClass
 from aiotp.runtime.messages import NOREPLY, Exit, is_normal_exit
 from aiotp.runtime.ref import ActorRef, Caller
@@ -87,6 +93,7 @@ class SupervisorCore(Actor):
         self._running: dict[ActorRef, _Child] = {}
         self._stopped_by_us: set[ActorRef] = set()  # their Exit messages are expected
         self._shutting_down = False
+        self._failing: set[Any] = set()  # keys of children whose last restart failed
 
     # -- starting -----------------------------------------------------------------------
     async def _start(self, child: _Child) -> ActorRef:
@@ -207,15 +214,28 @@ class SupervisorCore(Actor):
             try:
                 await self._start(child)
             except StartChildError as exc:
-                _log.error("%r: restart of %r failed: %r", self.ref, child.spec.id, exc.cause)
+                self._restart_failed(child, exc.cause)
                 if not self._intensity.add():
                     self._give_up(child, exc)
                     return
                 self.ref.send(("$retry", keys[i:]))
                 return
             child.restarts += 1
+            self._failing.discard(key)
             if key == restarted or restarted is None:
                 self._emit("restarted", child)
+
+    def _restart_failed(self, child: _Child, cause: BaseException) -> None:
+        """One ERROR record with the traceback per failing child, not one per attempt."""
+        if child.key in self._failing or reports.reported(cause):
+            again = "again" if child.key in self._failing else "(reported above)"
+            _log.debug("%r: restart of %r failed %s: %r", self.ref, child.spec.id, again, cause)
+        else:
+            _log.error(
+                "%r: restart of %r failed: %r", self.ref, child.spec.id, cause, exc_info=cause
+            )
+            reports.mark_reported(cause)
+        self._failing.add(child.key)
 
     def _give_up(self, child: _Child, reason: Any) -> None:
         telemetry.execute(

@@ -31,17 +31,15 @@ before advancing past the deadline.
 from __future__ import annotations
 
 import itertools
-import logging
 from typing import Any
 
 from aiotp.errors import AiotpError
 from aiotp.runtime import telemetry
 from aiotp.runtime.actor import Actor
 from aiotp.workers.config import Heartbeat
+from aiotp.workers.worker_log import pool_logger
 
 __all__ = ["HeartbeatMonitor", "HeartbeatTimeout"]
-
-_log = logging.getLogger("aiotp.pool")
 
 
 class HeartbeatTimeout(AiotpError):
@@ -53,6 +51,7 @@ class HeartbeatMonitor(Actor):
         self.handle = handle
         self.config = config
         self.pool = pool
+        self.log = pool_logger(pool)
         self.missed = 0
         self.unhealthy = False  # dependent=False: reported unhealthy, not yet recovered
         self.pings: set[Any] = set()  # aiojobs.Job: pings overlap, each one a runtime job
@@ -96,7 +95,7 @@ class HeartbeatMonitor(Actor):
                     self.unhealthy = True
                     self._report("unhealthy", self.missed)
             elif self.missed >= self.config.max_missed:
-                _log.warning(
+                self.log.warning(
                     "pool %r: worker %s (pid %s) missed %d heartbeats; killing and replacing it",
                     self.pool,
                     self.handle.worker_id,
@@ -113,7 +112,7 @@ class HeartbeatMonitor(Actor):
     def _report(self, state: str, missed: int) -> None:
         handle = self.handle
         if state == "unhealthy":
-            _log.warning(
+            self.log.warning(
                 "pool %r: worker %s (pid %s) missed %d heartbeats; keeping it (dependent=False)",
                 self.pool,
                 handle.worker_id,
@@ -121,7 +120,7 @@ class HeartbeatMonitor(Actor):
                 missed,
             )
         else:
-            _log.info(
+            self.log.info(
                 "pool %r: worker %s (pid %s) answers heartbeats again after %d missed",
                 self.pool,
                 handle.worker_id,

@@ -301,8 +301,15 @@ def _cancelled_frame(rid: int) -> bytes:
     return p.pack([p.ERROR, rid, "cancelled", "Cancelled", "the caller left", ""])
 
 
-def serve(sock: _socket.socket, adapter: str, threads: int, max_frame: int, worker_id: str) -> None:
-    """Load, set up, announce, serve. Never returns."""
+def serve(
+    sock: _socket.socket,
+    adapter: str,
+    threads: int,
+    max_frame: int,
+    worker_id: str,
+    title: str | None = None,
+) -> None:
+    """Load, set up, announce, take `title` (see proctitle.py), serve. Never returns."""
     try:
         cls = load_adapter(adapter)
         box = Toolbox(cls)
@@ -311,18 +318,24 @@ def serve(sock: _socket.socket, adapter: str, threads: int, max_frame: int, work
         import traceback
 
         tb = traceback.format_exc()
-        sys.stderr.write(f"aiotp worker {worker_id}: {adapter} failed to start\n{tb}")
-        sys.stderr.flush()
-        try:  # noqa: SIM105
+        try:
             sock.sendall(p.pack([p.FAILED, 0, type(exc).__name__, str(exc), tb]))
         except Exception:
-            pass
+            # Only when the runtime cannot hear it: the FAILED frame carries the traceback to
+            # the pool, which logs it once for all its workers (a copy on stderr from each
+            # worker would print it once per worker, outside of logging).
+            sys.stderr.write(f"aiotp worker {worker_id}: {adapter} failed to start\n{tb}")
+            sys.stderr.flush()
         os._exit(1)
     # A non-thread-safe adapter is never entered twice at once, whatever the thread count.
     threads = threads if cls.thread_safe else 1
     global current_socket
     current_socket = sock
     sock.sendall(p.pack([p.READY, 0, os.getpid(), box.names, threads, sorted(box.idempotent)]))
+    if title:  # after READY: the title costs the start nothing (its import is ~0.5 ms)
+        from aiotp.workers import proctitle
+
+        proctitle.set_title(title)
     host = _Host(sock, box, threads, max_frame)
     host.run()
 
@@ -337,6 +350,7 @@ def main() -> None:
         int(env.get("AIOTP_THREADS", "1")),
         int(env.get("AIOTP_MAX_FRAME", str(p.DEFAULT_MAX_FRAME))),
         env.get("AIOTP_WORKER_ID", "?"),
+        env.get("AIOTP_TITLE"),
     )
 
 

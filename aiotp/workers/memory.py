@@ -19,7 +19,6 @@ which share the pool's own process (`PoolConfig` refuses the combination).
 
 from __future__ import annotations
 
-import logging
 import os
 from typing import TYPE_CHECKING
 
@@ -31,8 +30,6 @@ if TYPE_CHECKING:
     from aiotp.workers.pool import Pool
 
 __all__ = ["SAMPLE_EVERY", "exceeded", "resident_mb", "sample_interval"]
-
-_log = logging.getLogger("aiotp.pool")
 
 SAMPLE_EVERY = 2.0
 _PAGE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
@@ -62,7 +59,7 @@ def exceeded(pool: Pool, slot: WorkerSlot) -> bool:
     rss = resident_mb(pid)
     if rss is None or rss <= limit:
         return False
-    _log.warning(
+    pool.log.warning(
         "pool %r: worker %s (pid %s) uses %.1f MB, past max_memory_mb=%s; recycling it",
         pool.name,
         slot.worker_id,

@@ -164,11 +164,11 @@ class Pool:
         restart). So a pool of one never runs an idle template, and its worker does not share
         two cores with the template's own interpreter start. With more workers the template
         starts next to the first one, and the other starts of the first batch wait for it."""
+        from aiotp.workers import proctitle
         from aiotp.workers.adapter import adapter_path
         from aiotp.workers.zygote_client import Zygote
 
         cfg = self.config
-        from aiotp.workers import proctitle
         if not cfg.preload:
             return None
         async with self._zygote_lock:

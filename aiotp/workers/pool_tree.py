@@ -13,9 +13,9 @@ state the pool shares with its callers (dispatcher, bookkeeping) is `aiotp.worke
 
 from __future__ import annotations
 
-import logging
 from typing import TYPE_CHECKING, Any
 
+from aiotp.runtime import reports
 from aiotp.runtime.actor import Actor
 from aiotp.runtime.errors import NameTaken
 from aiotp.supervisors import (
@@ -42,8 +42,6 @@ __all__ = [
     "worker_spec",
     "workers_name",
 ]
-
-_log = logging.getLogger("aiotp.pool")
 
 REPLACE_BACKOFF_FIRST = 1.0  # seconds before the first retry of a failed replacement
 REPLACE_BACKOFF_MAX = 30.0
@@ -75,7 +73,7 @@ class PoolManager(Actor):
             if _retired(slot):
                 # It died (its restart is a fresh worker) or was retired meanwhile.
                 slot.recycling = False
-                _log.info(
+                self.pool.log.info(
                     "pool %r: %s went away; no more replacement attempts for it",
                     self.pool.name,
                     slot,
@@ -108,27 +106,31 @@ class PoolManager(Actor):
             if not self.runtime.running or not self.ref.alive:
                 slot.recycling = False
                 return  # the pool or the runtime is going away: nothing to replace
+            # A worker's start failure was logged with its traceback by the pool (once):
+            # each retry here is one line.
+            logged = isinstance(exc, StartChildError) and reports.reported(_root_cause(exc))
+            tb = None if logged else exc
             if slot.overrun and slot.ref is not None:
                 slot.recycling = False
-                _log.warning(
+                self.pool.log.warning(
                     "pool %r: could not start a replacement for %s: %r; killing it anyway",
                     self.pool.name,
                     slot,
                     exc,
-                    exc_info=exc,
+                    exc_info=tb,
                 )
                 # It runs a tool nobody waits for and must go even without a stand-in; its
                 # supervisor restarts it.
                 self.runtime.exit(slot.ref, "kill")
                 return
             delay = self._backoff(delay)
-            _log.warning(
+            self.pool.log.warning(
                 "pool %r: could not start a replacement for %s: %r; retrying in %.1f s",
                 self.pool.name,
                 slot,
                 exc,
                 delay,
-                exc_info=exc,
+                exc_info=tb,
             )
             # The old worker keeps serving meanwhile, and slot.recycling stays set so that no
             # second replacement starts (max_requests asks again after every request). The

@@ -68,9 +68,11 @@ async def start_process_worker(
     max_frame: int = p.DEFAULT_MAX_FRAME,
     start_timeout: float = 30.0,
     zygote: Zygote | None = None,
+    title: str | None = None,
     **_options: Any,
 ) -> ProcessWorker:
-    """Start one worker process and return its handle once it is ready.
+    """Start one worker process and return its handle once it is ready; it takes `title` as
+    its process title once ready (see proctitle.py).
 
     Safe to cancel: a cancelled start kills the process (and its group) and re-raises
     `CancelledError`; every other failure is a `WorkerStartError`. No descriptor outlives a
@@ -86,7 +88,9 @@ async def start_process_worker(
     err_r, err_w = os.pipe()
     owned: dict[str, Any] = {"sock": parent_sock, "err": err_r}  # closed unless handed on
     try:
-        await _spawn(worker, path, child_sock, err_w, threads_per_worker, max_frame, env, zygote)
+        await _spawn(
+            worker, path, child_sock, err_w, threads_per_worker, max_frame, env, zygote, title
+        )
         await _connect(worker, owned)
         await asyncio.wait_for(asyncio.shield(worker.ready), start_timeout)
     except asyncio.CancelledError:
@@ -119,12 +123,16 @@ async def _spawn(
     max_frame: int,
     env: dict[str, str] | None,
     zygote: Zygote | None,
+    title: str | None,
 ) -> None:
     """Fork (from the template) or start the process; the child's ends are closed here."""
     worker_id = worker.worker_id
     try:
         if zygote is not None and await zygote.take_turn():
-            pid = await zygote.fork(worker_id, threads_per_worker, max_frame, child_sock, err_w)
+            pid = await zygote.fork(
+                worker_id, threads_per_worker, max_frame, child_sock, err_w, title
+            )
+            worker._zygote = zygote
         else:
             full_env = dict(os.environ)
             full_env.update(env or {})
@@ -136,6 +144,8 @@ async def _spawn(
                 AIOTP_WORKER_ID=worker_id,
                 AIOTP_PARENT_PID=str(os.getpid()),
             )
+            if title:
+                full_env["AIOTP_TITLE"] = title
             worker._popen = subprocess.Popen(
                 interpreter.command("aiotp.workers.host", env),
                 pass_fds=(child_sock.fileno(),),

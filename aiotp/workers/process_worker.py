@@ -16,6 +16,8 @@ Guarantees:
 - Whenever the process ends, its process group (the processes its tools started) is killed.
 - `stop(grace)`: STOP frame, wait ``grace`` for the child to finish and exit, SIGTERM to its
   process group, one more second, then SIGKILL. `kill()`: SIGKILL to the group at once.
+- `exit_code` says how the process ended (for the log line its death is worth): from its
+  ``Popen`` when we started it, from the template when it was forked (see zygote_client.py).
 """
 
 from __future__ import annotations
@@ -96,6 +98,8 @@ class ProcessWorker:
         self._stderr: Any = None  # process_start.StderrTail: its output, for error reports
         self._pidfd: int | None = None
         self._popen: subprocess.Popen[bytes] | None = None
+        self._zygote: Any = None  # zygote_client.Zygote that forked it: it learns the exit code
+        self._exit_code: asyncio.Future[int | None] = self._loop.create_future()
         # Writes made in one loop iteration go out as one (see _send).
         self._out: list[bytes] | None = None
         # Coarse timeouts: requests whose deadlines fall in the same 10 ms share one timer.
@@ -194,9 +198,10 @@ class ProcessWorker:
         return self.in_flight + len(self._orphans)
 
     def broken(self, exc: ProtocolError) -> None:
-        _log.warning("worker %s broke the protocol (%s): killing it", self.worker_id, exc)
+        # DEBUG: its pool's WARNING line about the death says it (worker_log.py), once.
+        _log.debug("worker %s broke the protocol (%s): killing it", self.worker_id, exc)
+        self.gone(f"protocol error: {exc}")  # first, so that this is the reason it died of
         self.kill()
-        self.gone(f"protocol error: {exc}")
 
     def gone(self, reason: str) -> None:
         """The worker is unusable: fail everything it held, at once."""
@@ -235,7 +240,28 @@ class ProcessWorker:
             self._pidfd = None
         if self._popen is not None:
             self._popen.poll()
+            self._exit_code.set_result(self._popen.returncode)
+        elif self._zygote is not None and self.pid is not None:
+            self._zygote.exit_code(self.pid).add_done_callback(self._forked_exit)
+        else:
+            self._exit_code.set_result(None)
         self.gone("the process exited")
+
+    def _forked_exit(self, fut: asyncio.Future[int | None]) -> None:
+        if not self._exit_code.done():
+            self._exit_code.set_result(None if fut.cancelled() else fut.result())
+
+    async def exit_code(self, timeout: float) -> int | None:
+        """How the process ended, as `subprocess.Popen.returncode` (negative: killed by that
+        signal); None when it is unknown within `timeout` (or it has not ended)."""
+        try:
+            return await asyncio.wait_for(asyncio.shield(self._exit_code), timeout)
+        except TimeoutError:
+            return None
+
+    def stderr_tail(self) -> str:
+        """The last lines the process wrote to stderr (a traceback, if it died of one)."""
+        return self._stderr.text() if self._stderr is not None else ""
 
     # -- outgoing ---------------------------------------------------------------------------
     def _send(self, frame: list[Any]) -> None:

@@ -26,7 +26,6 @@ the first time, the pool says so with a WARNING and a telemetry event
 from __future__ import annotations
 
 import contextlib
-import logging
 import threading
 from typing import TYPE_CHECKING, Any
 
@@ -40,7 +39,6 @@ if TYPE_CHECKING:
 
 __all__ = ["SessionRouter"]
 
-_log = logging.getLogger("aiotp.pool")
 STRICT = ("strict_queue", "strict_fail_fast")
 
 
@@ -114,7 +112,9 @@ class SessionRouter:
         try:
             store.pin(session_id, self.pool.name, worker_id)
         except Exception:  # the session ended meanwhile: nothing to record
-            _log.debug("could not record the pin of session %r", session_id, exc_info=True)
+            self.pool.log.debug(
+                "could not record the pin of session %r", session_id, exc_info=True
+            )
 
     def _record(self, session_id: str) -> Any:
         """The session from the store (created on first use, touched), or None when the
@@ -126,7 +126,7 @@ class SessionRouter:
         except SessionQuotaExceeded as exc:
             if not self._warned_full:
                 self._warned_full = True
-                _log.warning(
+                self.pool.log.warning(
                     "pool %r: the session store is full (%s); requests of new sessions run "
                     "without affinity until it has room (said once)",
                     self.pool.name,

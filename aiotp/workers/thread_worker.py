@@ -164,10 +164,16 @@ class ThreadWorker:
         except Exception as exc:
             self.kill()
             what = str(exc) if isinstance(exc, ToolFailure) else f"{type(exc).__name__}: {exc}"
-            raise WorkerStartError(
+            error = WorkerStartError(
                 f"worker {self.worker_id} ({self.adapter_cls.__name__}) failed in setup: {what}",
                 self.worker_id,
-            ) from exc
+            )
+            if isinstance(exc, ToolFailure):
+                # The setup's own traceback, as text (as a process worker's comes): the
+                # ToolFailure carrying it has none worth chaining.
+                error.stderr = exc.tb
+                raise error from None
+            raise error from exc
 
     def _lookup(self, tool: str) -> tuple[Any, str]:
         assert self.toolbox is not None

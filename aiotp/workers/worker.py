@@ -15,7 +15,6 @@ needs the worker's slot, which this actor owns, and it must work with ``heartbea
 
 from __future__ import annotations
 
-import logging
 from typing import TYPE_CHECKING, Any
 
 from aiotp.runtime import telemetry
@@ -25,6 +24,7 @@ from aiotp.workers.dispatcher import WorkerSlot
 from aiotp.workers.errors import WorkerCrashed
 from aiotp.workers.heartbeat import HeartbeatMonitor
 from aiotp.workers.memory import exceeded, sample_interval
+from aiotp.workers.worker_log import log_worker_death
 
 if TYPE_CHECKING:
     import asyncio
@@ -33,8 +33,6 @@ if TYPE_CHECKING:
     from aiotp.workers.pool import Pool
 
 __all__ = ["FirstStart", "WorkerActor"]
-
-_log = logging.getLogger("aiotp.pool")
 
 
 class FirstStart:
@@ -101,15 +99,10 @@ class WorkerActor(Actor):
                 # got WorkerCrashed from the handle). Restarting it would add a worker.
                 self.stop("normal")
                 return
-            # Expected now and then (OOM, a segfaulting library, a kill by the heartbeat): one
-            # WARNING line naming it, not a crash report; the supervisor replaces it.
-            _log.warning(
-                "pool %r: worker %s (pid %s) died: %s; replacing it",
-                self.pool.name,
-                self.handle.worker_id,
-                self.handle.pid,
-                msg[1],
-            )
+            # Expected now and then (OOM, a segfaulting library): one WARNING line naming it
+            # and how it ended, not a crash report (the stop below is not logged as one);
+            # the supervisor replaces it.
+            await log_worker_death(self.pool.name, self.index, self.handle, msg[1])
             self.stop(WorkerCrashed(f"worker {self.handle.worker_id} exited: {msg[1]}"))
         if msg == "recycle" and self.slot is not None:
             self.pool.recycle(self.slot, "ttl")

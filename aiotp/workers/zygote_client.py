@@ -4,6 +4,10 @@ One zygote per pool. Fork requests are serialised on its control socket (each ta
 millisecond); the pool still starts workers in batches, so their ``setup()`` runs in parallel.
 A zygote that failed to start or died is marked unusable and the pool falls back to plain starts.
 `Zygote.start` returns while the template is still starting (see `take_turn`).
+
+The template is the parent of the workers it forks, so only it learns how they ended: it
+reports each one's exit code on a pipe, and `exit_code` hands it to the worker's handle (for the
+one WARNING line a worker's death is worth: "killed by SIGKILL", "exited with code 3").
 """
 
 from __future__ import annotations
@@ -25,11 +29,18 @@ __all__ = ["Zygote"]
 
 _log = logging.getLogger("aiotp.workers")
 _PID = struct.Struct(">i")
+_EXIT = struct.Struct(">ii")  # zygote.py's exit report: pid, exit code
+_KEPT_EXITS = 1024  # exit codes nobody asked for yet, at most (the oldest go first)
 
 
 class Zygote:
     def __init__(
-        self, adapter: str, ctrl: socket.socket, proc: subprocess.Popen[bytes], timeout: float
+        self,
+        adapter: str,
+        ctrl: socket.socket,
+        proc: subprocess.Popen[bytes],
+        timeout: float,
+        exits: int | None = None,
     ) -> None:
         self.adapter = adapter
         self._ctrl = ctrl
@@ -51,6 +62,15 @@ class Zygote:
         with contextlib.suppress(OSError):
             self._pidfd = os.pidfd_open(proc.pid)
             loop.add_reader(self._pidfd, self._exited)
+        # Exit codes of our forks, by pid: reported ones nobody asked for yet, and the
+        # futures of those asked for before their report came.
+        self._exit_codes: dict[int, int] = {}
+        self._exit_waiters: dict[int, asyncio.Future[int | None]] = {}
+        self._exits = exits
+        self._exits_buf = b""
+        if exits is not None:
+            os.set_blocking(exits, False)
+            loop.add_reader(exits, self._on_exits_readable)
 
     @property
     def pid(self) -> int:
@@ -64,6 +84,7 @@ class Zygote:
         timeout: float = 30.0,
         *,
         direct_first: bool = True,
+        title: str | None = None,
     ) -> Zygote | None:
         """A starting zygote for `adapter` (it is ready later: `wait_ready`), or None when its
         process cannot be started at all (the caller falls back to plain starts).
@@ -73,30 +94,37 @@ class Zygote:
         module does not import, say) or is not ready within `timeout` is killed and marked
         unusable; the starts waiting for it fall back to plain starts, which report why.
         ``direct_first=False``: no start goes afresh while it starts (see `take_turn`; the
-        pool's own first worker started afresh already).
+        pool's own first worker started afresh already). `title`: the template's process
+        title (proctitle.py).
         """
         parent, child = socket.socketpair()
+        exits_r, exits_w = os.pipe()
         full_env = dict(os.environ)
         full_env.update(env or {})
         full_env.update(
             AIOTP_ZYGOTE_FD=str(child.fileno()),
+            AIOTP_ZYGOTE_EXITS=str(exits_w),
             AIOTP_ADAPTER=adapter,
             AIOTP_PARENT_PID=str(os.getpid()),
         )
+        if title:
+            full_env["AIOTP_TITLE"] = title
         try:
             proc = subprocess.Popen(
                 interpreter.command("aiotp.workers.zygote", env),
-                pass_fds=(child.fileno(),),
+                pass_fds=(child.fileno(), exits_w),
                 env=full_env,
                 stdin=subprocess.DEVNULL,
                 start_new_session=True,
             )
         except (OSError, ValueError):
             parent.close()
+            os.close(exits_r)
             return None
         finally:
             child.close()
-        zygote = cls(adapter, parent, proc, timeout)
+            os.close(exits_w)
+        zygote = cls(adapter, parent, proc, timeout, exits_r)
         zygote._direct_taken = not direct_first
         return zygote
 
@@ -148,7 +176,13 @@ class Zygote:
         self._ready.set_result(ready)
 
     async def fork(
-        self, worker_id: str, threads: int, max_frame: int, sock: socket.socket, err_fd: int
+        self,
+        worker_id: str,
+        threads: int,
+        max_frame: int,
+        sock: socket.socket,
+        err_fd: int,
+        title: str | None = None,
     ) -> int:
         """Fork one worker serving on `sock` with stderr on `err_fd`; returns its pid.
 
@@ -160,7 +194,7 @@ class Zygote:
             raise OSError(f"zygote for {self.adapter} failed to fork: it never became ready")
         async with self._lock:
             exchange = asyncio.ensure_future(
-                self._exchange(worker_id, threads, max_frame, sock, err_fd)
+                self._exchange(worker_id, threads, max_frame, sock, err_fd, title)
             )
             try:
                 return await asyncio.shield(exchange)
@@ -177,10 +211,16 @@ class Zygote:
                 raise
 
     async def _exchange(
-        self, worker_id: str, threads: int, max_frame: int, sock: socket.socket, err_fd: int
+        self,
+        worker_id: str,
+        threads: int,
+        max_frame: int,
+        sock: socket.socket,
+        err_fd: int,
+        title: str | None,
     ) -> int:
         loop = asyncio.get_running_loop()
-        request = msgpack.packb([worker_id, threads, max_frame])
+        request = msgpack.packb([worker_id, threads, max_frame, title])
         try:
             socket.send_fds(self._ctrl, [request], [sock.fileno(), err_fd])
             answer = b""
@@ -194,6 +234,52 @@ class Zygote:
             raise OSError(f"zygote for {self.adapter} failed to fork: {exc}") from exc
         (pid,) = _PID.unpack(answer)
         return int(pid)
+
+    def exit_code(self, pid: int) -> asyncio.Future[int | None]:
+        """How fork `pid` ended (`os.waitstatus_to_exitcode`: negative is a signal), once the
+        template reports it; None if it never will (the template is gone)."""
+        fut: asyncio.Future[int | None] = asyncio.get_running_loop().create_future()
+        if pid in self._exit_codes:
+            fut.set_result(self._exit_codes.pop(pid))
+        elif self._exits is None:
+            fut.set_result(None)
+        else:
+            self._exit_waiters[pid] = fut
+        return fut
+
+    def _on_exits_readable(self) -> None:
+        try:
+            data = os.read(self._exits, 4096) if self._exits is not None else b""
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError:
+            data = b""
+        if not data:  # the template is gone: no report will come
+            self._close_exits()
+            return
+        buf = self._exits_buf + data
+        usable = len(buf) - len(buf) % _EXIT.size
+        self._exits_buf = buf[usable:]
+        for pid, code in _EXIT.iter_unpack(buf[:usable]):
+            waiter = self._exit_waiters.pop(pid, None)
+            if waiter is not None:
+                if not waiter.done():
+                    waiter.set_result(code)
+                continue
+            self._exit_codes[pid] = code
+            if len(self._exit_codes) > _KEPT_EXITS:
+                del self._exit_codes[next(iter(self._exit_codes))]
+
+    def _close_exits(self) -> None:
+        """No more exit reports: close the pipe; whoever still waits learns "unknown"."""
+        if self._exits is not None:
+            asyncio.get_running_loop().remove_reader(self._exits)
+            os.close(self._exits)
+            self._exits = None
+        waiters, self._exit_waiters = self._exit_waiters, {}
+        for fut in waiters.values():
+            if not fut.done():
+                fut.set_result(None)
 
     def _exited(self) -> None:
         self.usable = False
@@ -209,6 +295,7 @@ class Zygote:
         self.usable = False
         self._stop_waiting(False)  # before the socket closes: no reader outlives it
         self._ctrl.close()
+        self._close_exits()
         with contextlib.suppress(Exception):
             self._proc.terminate()
 

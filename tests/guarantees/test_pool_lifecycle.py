@@ -110,6 +110,7 @@ def test_process_profile_is_refused_with_a_typed_error_without_pidfds(
     aiotp.pool_spec("p", TOOLS, profile="thread")  # the thread profile runs anywhere
 
 
+@pytest.mark.expect_errors("failed to start")  # the crash report, once
 async def test_a_failed_start_leaks_no_descriptor(rt: aiotp.Runtime) -> None:
     def fds() -> int:
         return len(os.listdir("/proc/self/fd"))

@@ -71,6 +71,7 @@ async def test_bad_input_gets_typed_errors(rt: aiotp.Runtime) -> None:
     assert await rt.execute("p", "echo", {"value": 1}) == 1
 
 
+@pytest.mark.expect_errors("failed to start")  # the crash report, once
 async def test_setup_failure_makes_start_pool_raise_with_its_message(
     rt: aiotp.Runtime, profile: str
 ) -> None:
@@ -81,6 +82,7 @@ async def test_setup_failure_makes_start_pool_raise_with_its_message(
         await rt.execute("bad", "noop", {})
 
 
+@pytest.mark.expect_errors("failed to start")  # the crash report, once
 async def test_adapter_path_that_does_not_import(rt: aiotp.Runtime) -> None:
     with pytest.raises(aiotp.WorkerStartError) as info:
         await rt.start_pool("bad", "no_such_module_xyz:Nope", profile="process", size=1)

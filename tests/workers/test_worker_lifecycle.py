@@ -205,6 +205,7 @@ async def test_worker_past_max_memory_is_recycled_while_requests_keep_being_serv
 # -- recycling retries a replacement that fails to start ------------------------------------
 
 
+@pytest.mark.expect_errors("failed to start")  # the crash report, once
 @pytest.mark.parametrize("trigger", ["ttl", "max_requests"])
 async def test_recycling_retries_a_replacement_that_fails_to_start(
     rt: aiotp.Runtime,
@@ -239,6 +240,7 @@ async def test_recycling_retries_a_replacement_that_fails_to_start(
     assert await rt.execute("p", "echo", {"value": 7}) == 7
 
 
+@pytest.mark.expect_errors("failed to start")  # the crash report, once
 async def test_retrying_stops_when_the_worker_goes_away(
     rt: aiotp.Runtime,
     tmp_path: Path,
