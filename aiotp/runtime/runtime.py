@@ -46,6 +46,7 @@ if TYPE_CHECKING:
     # Types only: these layers sit above the runtime, which forwards to them at run time
     # (imported on first use) and names their types so that `rt.start_pool` and friends are
     # typed where users call them.
+    from aiotp.ops.snapshot import Snapshot
     from aiotp.session_store import SessionStore
     from aiotp.supervisors import SupervisorRef
     from aiotp.workers.options import Affinity, PoolOptions
@@ -390,7 +391,7 @@ class Runtime:
         stats: PoolStats = _pools().pool_stats(self, name)
         return stats
 
-    def snapshot(self) -> Any:
+    def snapshot(self) -> Snapshot:
         """A JSON-ready picture of the system now: tree, pools, sessions (`aiotp.ops.snapshot`).
 
         A convenience, like `start_pool`: the code lives in the ops layer, which reads every
