@@ -54,7 +54,9 @@ async def test_workers_and_template_are_titled_also_after_a_sigkill(rt: aiotp.Ru
     for index in (0, 1):  # the fresh start's replacement is forked, the fork's too
         old = workers(rt, "ml")[index]
         os.kill(old.pid, signal.SIGKILL)
-        await wait_until(lambda old=old, index=index: workers(rt, "ml").get(index) not in (None, old), 10)
+        await wait_until(
+            lambda old=old, index=index: workers(rt, "ml").get(index) not in (None, old), 10
+        )
         await wait_until(lambda: titled(rt, "ml", 3), 10)
     assert await rt.execute("ml", "echo", {"value": 1}) == 1
 
