@@ -24,8 +24,8 @@ Guarantees:
 - Numbers are finite (``json.dumps(..., allow_nan=False)`` works): a latency percentile is None
   when nothing was recorded or when it lies past the histogram's last bound (100 s).
 - Names and child ids that are not strings (``("aiotp.pool", "ml")``) are given as their repr.
-- ``node`` of a worker: the node its handle reports (a Ray node id), else this host's name for
-  workers that run here (thread and process profiles), else None.
+- ``node`` of a worker: the node its handle reports (``node_id``: a Ray worker's node id),
+  else this host's name for workers that run here (thread and process profiles), else None.
 - A section that fails to read (a session store backend that is down) carries ``"error"``
   instead of failing the whole snapshot.
 
@@ -261,7 +261,7 @@ def _pool(pool: Any) -> PoolInfo:
     for w in stats.workers:
         slot = slots.get(w.worker_id)
         handle = slot.handle if slot is not None else None
-        node = getattr(handle, "node", None)
+        node = getattr(handle, "node_id", None)  # a Ray worker's node (ray_worker.py)
         workers.append(
             WorkerInfo(
                 worker_id=w.worker_id,
