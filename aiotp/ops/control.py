@@ -25,8 +25,10 @@ Guarantees and defaults:
   above DEBUG: it is the client's business.
 - `close()` is idempotent: it stops accepting, drops the clients, and removes the socket file
   if it is still ours (a file another server put at the path since is left alone).
-- Every reply is built on the runtime's loop between two messages (`aiotp.ops.snapshot`): a
-  snapshot is one consistent moment, at any point of the application's life.
+- Every reply is built on the runtime's loop between two messages (`aiotp.ops.snapshot`): the
+  tree and the pools are one consistent moment, at any point of the application's life. A
+  session store that must be awaited (Redis) is read just after, within 1 s; past that the
+  reply's ``sessions`` carries an error and the rest of the picture is still there.
 """
 
 from __future__ import annotations
@@ -50,7 +52,7 @@ from aiotp.ops.control_protocol import (
     encode_reply,
     parse_request,
 )
-from aiotp.ops.snapshot import snapshot
+from aiotp.ops.snapshot import snapshot_async
 
 if TYPE_CHECKING:
     from aiotp.runtime.runtime import Runtime
@@ -212,13 +214,13 @@ class ControlServer:
             if not line.endswith(b"\n"):
                 return  # EOF, at a line's start or in the middle of one: the client left
             if line.strip():
-                await self._send(writer, self._answer(line))
+                await self._send(writer, await self._answer(line))
 
     async def _send(self, writer: asyncio.StreamWriter, data: bytes) -> None:
         writer.write(data)
         await asyncio.wait_for(writer.drain(), self.write_timeout)
 
-    def _answer(self, line: bytes) -> bytes:
+    async def _answer(self, line: bytes) -> bytes:
         try:
             request = parse_request(line)
         except BadRequest as exc:
@@ -227,7 +229,7 @@ class ControlServer:
         try:
             if request["op"] == "ping":
                 return encode_reply({"name": self.rt.name, "pid": os.getpid()})
-            return encode_reply(snapshot(self.rt))
+            return encode_reply(await snapshot_async(self.rt))
         except Exception as exc:  # a bug in the snapshot: tell the client, keep serving
             _log.warning("control socket: %r failed", request["op"], exc_info=True)
             return encode_error(type(exc).__name__, str(exc))

@@ -27,7 +27,9 @@ Guarantees:
 - ``node`` of a worker: the node its handle reports (``node_id``: a Ray worker's node id),
   else this host's name for workers that run here (thread and process profiles), else None.
 - A section that fails to read (a session store backend that is down) carries ``"error"``
-  instead of failing the whole snapshot.
+  instead of failing the whole snapshot. A store that answers only by coroutine (the Redis
+  store) cannot be read by this synchronous function: `snapshot_async` (what the control
+  socket uses) awaits it, within a bound.
 
 Cost: O(actors + workers) plus, when the runtime has a session store, its `count_by_state`
 scan (about 1 ms per 10,000 sessions).
@@ -35,6 +37,8 @@ scan (about 1 ms per 10,000 sessions).
 
 from __future__ import annotations
 
+import asyncio
+import inspect
 import math
 import os
 import socket
@@ -56,6 +60,7 @@ __all__ = [
     "Snapshot",
     "WorkerInfo",
     "snapshot",
+    "snapshot_async",
 ]
 
 #: Bumped when a field changes meaning or disappears (new fields do not bump it).
@@ -152,7 +157,8 @@ class Snapshot(TypedDict):
 
 
 def snapshot(rt: Runtime) -> Snapshot:
-    """The picture of `rt` now (see the module docstring)."""
+    """The picture of `rt` now (see the module docstring). A session store that answers only
+    by coroutine (Redis) shows as ``{"error": NEEDS_AWAIT}``: use `snapshot_async`."""
     loop = rt._loop
     now = loop.time() if loop is not None else None
     started = rt._started_at
@@ -170,6 +176,18 @@ def snapshot(rt: Runtime) -> Snapshot:
         pools=_pools(rt),
         sessions=_sessions(rt),
     )
+
+
+async def snapshot_async(rt: Runtime, *, sessions_timeout: float = 1.0) -> Snapshot:
+    """`snapshot`, with the counts of a session store that must be awaited (Redis), read
+    within `sessions_timeout` seconds (else the section carries an error): the control
+    socket's way. The tree and the pools are still one moment; the sessions are read just
+    after it."""
+    snap = snapshot(rt)
+    store = _store(rt)
+    if store is not None and _is_async(store):
+        snap["sessions"] = await _sessions_async(store, sessions_timeout)
+    return snap
 
 
 # -- the tree --------------------------------------------------------------------------------
@@ -307,28 +325,66 @@ def _percentiles(p: Any) -> PercentileInfo:
 
 
 # -- sessions -------------------------------------------------------------------------------
-def _sessions(rt: Runtime) -> SessionsInfo | None:
+#: What `snapshot` says of a store that answers only by coroutine (the Redis store).
+NEEDS_AWAIT = "the session store answers asynchronously: use 'await snapshot_async(rt)'"
+
+
+def _store(rt: Runtime) -> Any:
     ext = rt._extensions.get("aiotp.sessions")  # never created by looking (see _pools)
-    store = getattr(ext, "store", None)
+    return getattr(ext, "store", None)
+
+
+def _is_async(store: Any) -> bool:
+    return inspect.iscoroutinefunction(getattr(store, "stats", None))
+
+
+def _sessions(rt: Runtime) -> SessionsInfo | None:
+    store = _store(rt)
     if store is None:
         return None
+    if _is_async(store):
+        return SessionsInfo(error=NEEDS_AWAIT)  # without calling it: no coroutine left over
     try:
-        stats = store.stats()
-        info = SessionsInfo(
-            current=int(stats.current_sessions),
-            max=int(stats.max_sessions),
-            created=int(stats.sessions_created),
-            deleted=int(stats.sessions_deleted),
-            expired=int(stats.sessions_expired),
-            gc=int(stats.sessions_gc),
-        )
+        info = _stats_info(store.stats())
         count_by_state = getattr(store, "count_by_state", None)
         if count_by_state is not None:
-            info["by_state"] = {str(k): int(v) for k, v in count_by_state().items()}
+            info["by_state"] = _by_state(count_by_state())
         return info
     except Exception as exc:  # a store backend that is down must not hide the rest
         # Not logged: a live view asks several times a second; the reply carries the error.
         return SessionsInfo(error=f"{type(exc).__name__}: {exc}")
+
+
+async def _sessions_async(store: Any, timeout: float) -> SessionsInfo:
+    try:
+        async with asyncio.timeout(timeout):
+            info = _stats_info(await store.stats())
+            count_by_state = getattr(store, "count_by_state", None)
+            if count_by_state is not None:
+                counts = count_by_state()
+                info["by_state"] = _by_state(
+                    await counts if inspect.isawaitable(counts) else counts
+                )
+            return info
+    except TimeoutError:
+        return SessionsInfo(error=f"the session store did not answer within {timeout} s")
+    except Exception as exc:
+        return SessionsInfo(error=f"{type(exc).__name__}: {exc}")
+
+
+def _stats_info(stats: Any) -> SessionsInfo:
+    return SessionsInfo(
+        current=int(stats.current_sessions),
+        max=int(stats.max_sessions),
+        created=int(stats.sessions_created),
+        deleted=int(stats.sessions_deleted),
+        expired=int(stats.sessions_expired),
+        gc=int(stats.sessions_gc),
+    )
+
+
+def _by_state(counts: Any) -> dict[str, int]:
+    return {str(k): int(v) for k, v in counts.items()}
 
 
 # -- helpers --------------------------------------------------------------------------------

@@ -184,11 +184,11 @@ async def test_tcp_is_served_only_when_asked_and_on_localhost_only(
 async def test_a_failing_snapshot_is_an_error_reply_not_a_dead_server(
     rt: aiotp.Runtime, path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    def broken(_rt: Any) -> Any:
+    async def broken(_rt: Any) -> Any:
         raise RuntimeError("snapshot bug")
 
     async with await serve_control(rt, path):
-        monkeypatch.setattr(control, "snapshot", broken)
+        monkeypatch.setattr(control, "snapshot_async", broken)
         reader, writer = await asyncio.open_unix_connection(str(path))
         reply = await ask(reader, writer, b'{"op": "snapshot"}\n')
         assert reply["error"] == {"type": "RuntimeError", "message": "snapshot bug"}

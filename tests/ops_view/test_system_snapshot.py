@@ -192,3 +192,56 @@ async def test_snapshot_is_safe_while_workers_die_and_actors_restart_and_during_
         await rt.shutdown()
     last = check(rt.snapshot(), rt)
     assert (last["state"], last["tree"], last["pools"]) == ("STOPPED", [], [])
+
+
+class AsyncStore:
+    """A session store that answers by coroutine, as the Redis store does (its protocol: the
+    runtime runs `sweep_forever` and `stop`s it; the snapshot reads `stats`, `count_by_state`).
+    `hang=True` is a backend that never answers."""
+
+    def __init__(self, hang: bool = False) -> None:
+        self.hang = hang
+
+    async def stats(self) -> aiotp.StoreStats:
+        if self.hang:
+            await asyncio.Event().wait()
+        return aiotp.StoreStats(
+            current_sessions=3,
+            sessions_created=5,
+            sessions_deleted=1,
+            sessions_expired=1,
+            sessions_gc=0,
+            cleanup_runs=2,
+            max_sessions=100,
+            memory=0,
+        )
+
+    async def count_by_state(self) -> dict[str, int]:
+        return {"pending": 1, "running": 2}
+
+    async def sweep_forever(self) -> None:
+        await asyncio.Event().wait()
+
+    async def stop(self) -> None:
+        return None
+
+
+async def test_a_store_that_must_be_awaited_is_read_by_snapshot_async_within_a_bound() -> None:
+    from aiotp.ops.snapshot import NEEDS_AWAIT, snapshot_async
+
+    async with aiotp.Runtime(sessions=AsyncStore()) as rt:
+        assert rt.snapshot()["sessions"] == {"error": NEEDS_AWAIT}  # and no coroutine left
+        sessions = (await snapshot_async(rt))["sessions"]
+        assert sessions == {
+            "current": 3,
+            "max": 100,
+            "created": 5,
+            "deleted": 1,
+            "expired": 1,
+            "gc": 0,
+            "by_state": {"pending": 1, "running": 2},
+        }
+    async with aiotp.Runtime(sessions=AsyncStore(hang=True)) as rt:
+        snap = await snapshot_async(rt, sessions_timeout=0.05)
+        assert snap["sessions"] == {"error": "the session store did not answer within 0.05 s"}
+        assert snap["state"] == "RUNNING"  # the rest of the picture is there
