@@ -29,7 +29,7 @@ from aiotp.ops.control_protocol import (
 )
 
 if TYPE_CHECKING:
-    from aiotp.ops.snapshot import Snapshot
+    from aiotp.ops.snapshot_types import Snapshot
 
 __all__ = ["ControlClient", "fetch_snapshot"]
 

@@ -32,7 +32,7 @@ from aiotp.ops.control_protocol import ControlError, RemoteError
 from aiotp.ops.render import render
 
 if TYPE_CHECKING:
-    from aiotp.ops.snapshot import Snapshot  # types only: `aiotp tree` loads no runtime
+    from aiotp.ops.snapshot_types import Snapshot
 
 __all__ = ["top_command", "tree_command"]
 
