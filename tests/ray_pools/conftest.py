@@ -10,6 +10,7 @@ process that hosted one of our actors ("ray::RayHost") must be gone after each t
 
 from __future__ import annotations
 
+import logging
 import os
 import sys
 import time
@@ -69,6 +70,31 @@ def no_leftover_processes() -> Iterator[None]:
         time.sleep(0.05)
         left = [p for p in set(descendants()) - before if not ray_idle(p)]
     assert not left, f"processes left alive after the test: {[(p, cmdline(p)) for p in left]}"
+
+
+class _Records(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__(logging.ERROR)
+        self.records: list[logging.LogRecord] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.records.append(record)
+
+
+@pytest.fixture(autouse=True)
+def no_ray_errors() -> Iterator[None]:
+    """Fail a test on ERROR records of Ray's own logger (it does not propagate to the root,
+    where the suite's check listens): e.g. "Unhandled error" for a call whose failure nobody
+    read, which the Ray handle must never leave behind."""
+    handler = _Records()
+    ray_logger = logging.getLogger("ray")
+    ray_logger.addHandler(handler)
+    try:
+        yield
+    finally:
+        ray_logger.removeHandler(handler)
+    lines = [f"{r.name}: {r.getMessage()[:300]}" for r in handler.records]
+    assert not lines, "Ray logged errors:\n" + "\n".join(lines)
 
 
 @pytest.fixture(scope="module")
