@@ -50,7 +50,7 @@ class Zygote:
         self.usable = True
         self._direct_taken = False
         self._pidfd: int | None = None
-        loop = asyncio.get_running_loop()
+        loop = self._loop = asyncio.get_running_loop()
         self._ready: asyncio.Future[bool] = loop.create_future()
         # The READY byte is read by a plain reader callback, not a task: close() can remove it
         # synchronously before closing the socket, so no reader outlives its descriptor.
@@ -273,7 +273,7 @@ class Zygote:
     def _close_exits(self) -> None:
         """No more exit reports: close the pipe; whoever still waits learns "unknown"."""
         if self._exits is not None:
-            asyncio.get_running_loop().remove_reader(self._exits)
+            self._loop.remove_reader(self._exits)  # close() may run outside of a coroutine
             os.close(self._exits)
             self._exits = None
         waiters, self._exit_waiters = self._exit_waiters, {}
