@@ -76,6 +76,8 @@ class Metrics:
 
     ``registry`` defaults to a registry of its own; pass prometheus_client's ``REGISTRY`` to
     add the runtime's metrics to your process's other metrics (one exporter per registry).
+    ``call_latency=False`` leaves ``aiotp_actor_call_duration_seconds`` out, and with it the
+    exporter's only per-request cost (about 0.3 us per ``ref.call``).
     """
 
     def __init__(
@@ -84,6 +86,7 @@ class Metrics:
         *,
         registry: CollectorRegistry | None = None,
         scrape_timeout: float = 5.0,
+        call_latency: bool = True,
     ) -> None:
         if not (isinstance(scrape_timeout, int | float) and scrape_timeout > 0):
             raise ValueError(f"scrape_timeout must be a positive number, got {scrape_timeout!r}")
@@ -97,7 +100,9 @@ class Metrics:
         except BaseException:
             self.registry.unregister(self._collector)
             raise
-        call_timing.enable(rt)
+        self._call_latency = bool(call_latency)
+        if self._call_latency:
+            call_timing.enable(rt)
         self._phase = _Phase.INSTALLED
 
     def __repr__(self) -> str:
@@ -149,7 +154,8 @@ class Metrics:
         self._move(_Phase.CLOSED)
         self._collector.close()  # a scrape waiting for the loop (maybe this thread) ends now
         self._events.detach()
-        call_timing.disable(self.runtime)
+        if self._call_latency:
+            call_timing.disable(self.runtime)
         if self._server is not None:
             self._server.close()
         self.registry.unregister(self._collector)
@@ -170,7 +176,7 @@ class Metrics:
 def serve_metrics(rt: Runtime, port: int = 0, host: str = "127.0.0.1", **options: Any) -> Metrics:
     """Install an exporter for `rt` and serve it (what ``--metrics-port`` does); the exporter
     is returned serving (its `port`, `url`), to be `close`\\ d when the runtime stops.
-    ``options`` go to `Metrics` (``registry=``, ``scrape_timeout=``)."""
+    ``options`` go to `Metrics` (``registry=``, ``scrape_timeout=``, ``call_latency=``)."""
     exporter = Metrics(rt, **options)
     try:
         exporter.serve(port, host)

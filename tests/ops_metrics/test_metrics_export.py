@@ -227,6 +227,19 @@ async def test_two_runtimes_side_by_side_count_only_their_own() -> None:
     assert not call_timing.timings
 
 
+async def test_without_call_latency_calls_are_not_timed(rt: aiotp.Runtime) -> None:
+    with Metrics(rt, call_latency=False) as exporter:
+        exporter.serve()
+        assert exporter.url is not None and rt not in call_timing.timings
+        ref = await rt.spawn(Counter)
+        await ref.call("x")
+        s = await scrape(exporter.url)
+    assert (
+        value(s, "aiotp_actor_call_duration_seconds_count", runtime=rt.name, actor="Counter") == 0
+    )
+    assert value(s, "aiotp_actors", runtime=rt.name) >= 1
+
+
 async def test_port_in_use_and_bad_host_are_typed_errors(rt: aiotp.Runtime) -> None:
     before = telemetry.handlers()
     with socket.socket() as taken:
