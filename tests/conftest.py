@@ -59,8 +59,14 @@ def pytest_asyncio_loop_factories(
 
 
 @pytest.fixture
-async def rt() -> AsyncIterator[aiotp.Runtime]:
-    async with aiotp.Runtime(shutdown_timeout=2.0) as runtime:
+async def rt(request: pytest.FixtureRequest) -> AsyncIterator[aiotp.Runtime]:
+    # A test that also asks for `virtual_clock` (aiotp's pytest plugin) runs on simulated time.
+    clock = (
+        request.getfixturevalue("virtual_clock")
+        if "virtual_clock" in request.fixturenames
+        else None
+    )
+    async with aiotp.Runtime(shutdown_timeout=2.0, clock=clock) as runtime:
         yield runtime
     # No task of the runtime may outlive it.
     current = asyncio.current_task()

@@ -12,9 +12,9 @@ import pytest
 from helpers import wait_until
 
 import aiotp
+from aiotp.runtime.clock import VirtualClock
 
 ECHO = "pool_adapters:Echo"
-FAST_HB = aiotp.Heartbeat(interval=0.1, timeout=0.3, max_missed=2)
 
 
 @pytest.fixture(params=["thread", "process"])
@@ -178,24 +178,40 @@ async def test_worker_that_exits_by_itself_is_replaced(rt: aiotp.Runtime) -> Non
     assert await rt.execute("p", "echo", {"value": 3}) == 3
 
 
-async def test_hung_process_worker_is_replaced_by_the_heartbeat(rt: aiotp.Runtime) -> None:
-    hb = FAST_HB
-    await rt.start_pool("p", ECHO, profile="process", size=1, heartbeat=hb)
-    old_pid = rt.pool_stats("p").workers[0].pid
-    started = time.monotonic()
+# Heartbeats run on the runtime's clock: these tests cross their deadlines on a virtual one.
+# Binary-exact seconds, so that the deadline's instant is exact too.
+VIRTUAL_HB = aiotp.Heartbeat(interval=1.0, timeout=3.0, max_missed=2)
+# The max_missed-th ping, sent at max_missed * interval, misses at + timeout: that kills.
+CAUGHT_AT = VIRTUAL_HB.interval * VIRTUAL_HB.max_missed + VIRTUAL_HB.timeout
+
+
+async def _hang_until_caught(rt: aiotp.Runtime, clock: VirtualClock) -> None:
+    """Hang the pool's only worker; it must survive until CAUGHT_AT, and be killed then."""
+    call = asyncio.ensure_future(rt.execute("p", "hang", {}, timeout=30))
+    await wait_until(lambda: rt.pool_stats("p").busy == 1)  # pings queue behind the hang now
+    await clock.advance(CAUGHT_AT - 0.5)
+    assert not call.done(), "killed before its last heartbeat deadline"
+    await clock.advance(0.5)
     with pytest.raises(aiotp.WorkerCrashed):
-        await rt.execute("p", "hang", {}, timeout=30)
-    elapsed = time.monotonic() - started
-    assert elapsed <= hb.interval * hb.max_missed + hb.timeout + 1.0
+        await call
+
+
+async def test_hung_process_worker_is_replaced_by_the_heartbeat(
+    rt: aiotp.Runtime, virtual_clock: VirtualClock
+) -> None:
+    await rt.start_pool("p", ECHO, profile="process", size=1, heartbeat=VIRTUAL_HB)
+    old_pid = rt.pool_stats("p").workers[0].pid
+    await _hang_until_caught(rt, virtual_clock)
     await wait_until(lambda: rt.pool_stats("p").live == 1)
     assert rt.pool_stats("p").workers[0].pid != old_pid
     assert await rt.execute("p", "echo", {"value": "alive"}) == "alive"
 
 
-async def test_hung_thread_worker_is_retired_and_its_thread_counted(rt: aiotp.Runtime) -> None:
-    await rt.start_pool("p", ECHO, profile="thread", size=1, heartbeat=FAST_HB)
-    with pytest.raises(aiotp.WorkerCrashed):
-        await rt.execute("p", "hang", {}, timeout=30)
+async def test_hung_thread_worker_is_retired_and_its_thread_counted(
+    rt: aiotp.Runtime, virtual_clock: VirtualClock
+) -> None:
+    await rt.start_pool("p", ECHO, profile="thread", size=1, heartbeat=VIRTUAL_HB)
+    await _hang_until_caught(rt, virtual_clock)
     await wait_until(lambda: rt.pool_stats("p").live == 1)
     assert rt.pool_stats("p").abandoned_threads >= 1
     assert await rt.execute("p", "echo", {"value": "alive"}) == "alive"

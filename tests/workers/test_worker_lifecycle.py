@@ -17,7 +17,9 @@ from lifecycle_adapters import COUNTER_ENV, FAIL_ENV
 
 import aiotp
 from aiotp import telemetry
+from aiotp.runtime.clock import VirtualClock
 from aiotp.workers import PoolConfig
+from aiotp.workers.memory import SAMPLE_EVERY
 
 LIFECYCLE = "lifecycle_adapters:Lifecycle"
 FLAKY = "lifecycle_adapters:FlakyStart"
@@ -80,13 +82,15 @@ def test_heartbeat_dependent_must_be_a_bool() -> None:
 
 async def test_unresponsive_independent_worker_is_reported_kept_and_recovers(
     rt: aiotp.Runtime,
+    virtual_clock: VirtualClock,
     profile: str,
     events: list[Any],
     tmp_path: Path,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    # Misses come from the blocked thread only: a timeout well above scheduling noise.
-    hb = aiotp.Heartbeat(interval=0.05, timeout=0.5, max_missed=2, dependent=False)
+    # Heartbeats run on the virtual clock: misses come only when the test crosses a deadline,
+    # never from a loaded machine's scheduling noise.
+    hb = aiotp.Heartbeat(interval=1.0, timeout=4.0, max_missed=2, dependent=False)
     await rt.start_pool("p", LIFECYCLE, profile=profile, size=1, heartbeat=hb)
     before = await rt.execute("p", "whoami", {})
     worker = rt.pool_stats("p").workers[0]
@@ -97,11 +101,18 @@ async def test_unresponsive_independent_worker_is_reported_kept_and_recovers(
     blocked = asyncio.ensure_future(
         rt.execute("p", "block_until", {"path": str(release)}, timeout=60)
     )
-    await wait_until(lambda: named(events, "heartbeat", "unhealthy"), timeout=30)
+    await wait_until(lambda: rt.pool_stats("p").busy == 1)  # pings queue behind it now
+    # Pings go out at 1, 2, 3, ... s; the first misses at 5 s, the second (max_missed) at 6 s.
+    await virtual_clock.advance(5.5)
+    assert len(named(events, "heartbeat", "missed")) == 1
+    assert not named(events, "heartbeat", "unhealthy")
+    await virtual_clock.advance(0.5)
+    assert named(events, "heartbeat", "unhealthy")
     missed = named(events, "heartbeat", "missed")
-    assert len(missed) >= hb.max_missed  # really missed, not merely slow once
+    assert len(missed) == hb.max_missed  # really missed, not merely slow once
     # Keep it unhealthy for more misses: still one report, and nobody kills it.
-    await wait_until(lambda: len(named(events, "heartbeat", "missed")) >= 3 * hb.max_missed, 30)
+    await virtual_clock.advance(4.0)
+    assert len(named(events, "heartbeat", "missed")) == 3 * hb.max_missed
     assert not blocked.done()
     assert len(named(events, "heartbeat", "unhealthy")) == 1
     (_, measurements, metadata) = named(events, "heartbeat", "unhealthy")[0]
@@ -127,13 +138,18 @@ async def test_unresponsive_independent_worker_is_reported_kept_and_recovers(
 
 
 async def test_dependent_heartbeat_still_replaces_a_hung_worker(
-    rt: aiotp.Runtime, events: list[Any], tmp_path: Path
+    rt: aiotp.Runtime, virtual_clock: VirtualClock, events: list[Any], tmp_path: Path
 ) -> None:
-    hb = aiotp.Heartbeat(interval=0.05, timeout=0.2, max_missed=2)
+    hb = aiotp.Heartbeat(interval=1.0, timeout=4.0, max_missed=2)
     await rt.start_pool("p", LIFECYCLE, profile="process", size=1, heartbeat=hb)
     old_pid = rt.pool_stats("p").workers[0].pid
+    call = asyncio.ensure_future(
+        rt.execute("p", "block_until", {"path": str(tmp_path / "never")}, timeout=60)
+    )
+    await wait_until(lambda: rt.pool_stats("p").busy == 1)
+    await virtual_clock.advance(6.0)  # the second miss (max_missed) comes at 2 + 4 s
     with pytest.raises(aiotp.WorkerCrashed):
-        await rt.execute("p", "block_until", {"path": str(tmp_path / "never")}, timeout=60)
+        await call
     await wait_until(
         lambda: rt.pool_stats("p").live == 1 and rt.pool_stats("p").workers[0].pid != old_pid
     )
@@ -155,11 +171,12 @@ def test_max_memory_mb_is_refused_for_thread_workers_and_validated() -> None:
 
 @pytest.mark.parametrize(
     "heartbeat",
-    [aiotp.Heartbeat(interval=0.05, timeout=30.0), None],
+    [aiotp.Heartbeat(interval=0.25, timeout=30.0), None],
     ids=["sampled-with-heartbeat", "own-timer-without-heartbeat"],
 )
 async def test_worker_past_max_memory_is_recycled_while_requests_keep_being_served(
     rt: aiotp.Runtime,
+    virtual_clock: VirtualClock,
     events: list[Any],
     caplog: pytest.LogCaptureFixture,
     heartbeat: aiotp.Heartbeat | None,
@@ -174,6 +191,10 @@ async def test_worker_past_max_memory_is_recycled_while_requests_keep_being_serv
 
     rss = await rt.execute("p", "hog", {"mb": 60}, timeout=30)
     assert rss > limit  # really past it, measured inside the worker itself
+    # Memory is sampled on the runtime's clock, every heartbeat interval (or SAMPLE_EVERY):
+    # nothing happens until the next sample is due.
+    assert not named(events, "worker", "memory_exceeded")
+    await virtual_clock.advance(heartbeat.interval if heartbeat is not None else SAMPLE_EVERY)
 
     await wait_until(lambda: old.pid not in {w.pid for w in rt.pool_stats("p").workers}, 30)
     served = await traffic.stop()
@@ -209,6 +230,7 @@ async def test_worker_past_max_memory_is_recycled_while_requests_keep_being_serv
 @pytest.mark.parametrize("trigger", ["ttl", "max_requests"])
 async def test_recycling_retries_a_replacement_that_fails_to_start(
     rt: aiotp.Runtime,
+    virtual_clock: VirtualClock,
     profile: str,
     trigger: str,
     tmp_path: Path,
@@ -221,20 +243,38 @@ async def test_recycling_retries_a_replacement_that_fails_to_start(
     options: dict[str, Any] = {"ttl": 0.3} if trigger == "ttl" else {"max_requests": 3}
     # max_requests is an exact bound: the worn-out worker takes no more work while its
     # replacement is retried (1 s, then 2 s), so callers queue; they must wait, not fail.
-    await rt.start_pool("p", FLAKY, profile=profile, size=1, checkout_timeout=60, **options)
+    # No heartbeat: the back-off's retry is then the only timer, which the test checks.
+    await rt.start_pool(
+        "p", FLAKY, profile=profile, size=1, checkout_timeout=60, heartbeat=None, **options
+    )
     first = rt.pool_stats("p").workers[0].worker_id
     starts = lambda: int(counter.read_text())  # noqa: E731
     assert starts() == 1
 
+    def live() -> set[str]:
+        return {w.worker_id for w in rt.pool_stats("p").workers}
+
+    def retries() -> list[logging.LogRecord]:
+        return [r for r in caplog.records if "could not start a replacement" in r.getMessage()]
+
     traffic = Traffic(rt, "p")
-    # Both failures happen while the first worker keeps serving, then the 4th start replaces it.
-    await wait_until(lambda: first not in {w.worker_id for w in rt.pool_stats("p").workers}, 60)
+    if trigger == "ttl":
+        await virtual_clock.advance(0.3)  # the worker's age limit: a replacement starts
+    # Both failures happen while the first worker keeps serving; the back-off (1 s, then 2 s,
+    # at most the ttl) runs on the runtime's clock, crossed here by advancing it exactly; then
+    # the 4th start replaces the first worker.
+    for n, delay in enumerate((0.3, 0.3) if trigger == "ttl" else (1.0, 2.0), start=1):
+        await wait_until(lambda: len(retries()) >= n, 60)  # noqa: B023  (awaited here)
+        assert f"retrying in {delay:.1f} s" in retries()[-1].getMessage()
+        assert virtual_clock.next_deadline() == pytest.approx(virtual_clock.now() + delay)
+        assert first in live()
+        await virtual_clock.advance(delay)
+    await wait_until(lambda: first not in live(), 60)
     served = await traffic.stop()
     assert served > 0
     assert starts() >= 4
-    retries = [r for r in caplog.records if "could not start a replacement" in r.getMessage()]
-    assert len(retries) == 2, [r.getMessage() for r in retries]
-    assert all("retrying in" in r.getMessage() and r.levelno == logging.WARNING for r in retries)
+    assert len(retries()) == 2, [r.getMessage() for r in retries()]
+    assert all(r.levelno == logging.WARNING for r in retries())
     stats = rt.pool_stats("p")
     assert stats.recycled >= 1 and stats.restarts == 0 and stats.live == 1
     assert await rt.execute("p", "echo", {"value": 7}) == 7
