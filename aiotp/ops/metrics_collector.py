@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import inspect
 import logging
 from collections.abc import Callable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -150,6 +151,8 @@ class RuntimeCollector(Collector):
         if store is None:
             return []
         try:
+            if inspect.iscoroutinefunction(getattr(store, "stats", None)):
+                return self._sessions_on_loop(store)  # the Redis store answers by coroutine
             out: list[tuple[str, Any]] = [("stats", store.stats())]
             count = getattr(store, "count_by_state", None)  # other stores may not count
             if callable(count):
@@ -159,6 +162,36 @@ class RuntimeCollector(Collector):
             _log.debug("metrics: reading the session store failed", exc_info=True)
             return None
         return out
+
+    def _sessions_on_loop(self, store: Any) -> list[tuple[str, Any]] | None:
+        """An asynchronous store's stats, awaited on the runtime's loop within the timeout
+        (None when that cannot be done: no loop, or the scrape runs on the loop itself)."""
+        rt = self._rt
+        if self._closed or not rt.running:
+            return None
+        try:
+            if asyncio.get_running_loop() is rt.loop:
+                return None  # cannot wait here for a coroutine of this very loop
+        except RuntimeError:
+            pass
+
+        async def read() -> list[tuple[str, Any]]:
+            out: list[tuple[str, Any]] = [("stats", await store.stats())]
+            count = getattr(store, "count_by_state", None)
+            if callable(count):
+                counts = count()
+                out.append(("states", await counts if inspect.isawaitable(counts) else counts))
+            return out
+
+        done = asyncio.run_coroutine_threadsafe(read(), rt.loop)
+        self._waiting.add(done)
+        try:
+            return done.result(self._timeout)
+        except (concurrent.futures.TimeoutError, concurrent.futures.CancelledError):
+            done.cancel()
+            return None
+        finally:
+            self._waiting.discard(done)
 
     # -- families ---------------------------------------------------------------------------
     def _families(self, sessions: list[tuple[str, Any]] | None, read: _Read | None) -> list[Metric]:

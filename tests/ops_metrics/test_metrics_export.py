@@ -240,6 +240,48 @@ async def test_without_call_latency_calls_are_not_timed(rt: aiotp.Runtime) -> No
     assert value(s, "aiotp_actors", runtime=rt.name) >= 1
 
 
+class AsyncStore:
+    """A store that answers by coroutine, as the Redis store does (its stats come from the
+    server); `down` makes it fail as an unreachable server would."""
+
+    def __init__(self) -> None:
+        self.down = False
+
+    async def stats(self) -> Any:
+        from aiotp.session_store.store import StoreStats
+
+        if self.down:
+            raise ConnectionError("redis is down")
+        return StoreStats(7, 9, 1, 1, 0, 3, 100, 0)
+
+    async def count_by_state(self) -> dict[str, int]:
+        return {"pending": 2, "running": 5}
+
+    async def sweep_forever(self) -> None:
+        await asyncio.Event().wait()
+
+    async def stop(self) -> None:
+        pass
+
+
+async def test_a_store_that_answers_by_coroutine_is_awaited_on_the_loop() -> None:
+    store = AsyncStore()
+    async with aiotp.Runtime(name="r", sessions=store) as rt:
+        with Metrics(rt) as exporter:
+            exporter.serve()
+            assert exporter.url is not None
+            s = await scrape(exporter.url)
+            store.down = True
+            down = await scrape(exporter.url)
+    assert value(s, "aiotp_sessions", runtime="r", state="running") == 5
+    assert value(s, "aiotp_sessions_created_total", runtime="r") == 9
+    assert value(s, "aiotp_metrics_sessions_up", runtime="r") == 1
+    # A store that is down costs the session metrics, not the scrape.
+    assert value(down, "aiotp_metrics_sessions_up", runtime="r") == 0
+    assert value(down, "aiotp_metrics_runtime_up", runtime="r") == 1
+    assert ("aiotp_sessions", frozenset({("runtime", "r"), ("state", "running")})) not in down
+
+
 async def test_port_in_use_and_bad_host_are_typed_errors(rt: aiotp.Runtime) -> None:
     before = telemetry.handlers()
     with socket.socket() as taken:
