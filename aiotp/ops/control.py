@@ -226,10 +226,13 @@ class ControlServer:
         except BadRequest as exc:
             _log.debug("control socket: bad request: %s", exc)
             return encode_error("BadRequest", str(exc))
+        cap = request.get("max_children")
+        if cap is not None and (not isinstance(cap, int) or isinstance(cap, bool) or cap < 1):
+            return encode_error("BadRequest", f"max_children must be a positive int, got {cap!r}")
         try:
             if request["op"] == "ping":
                 return encode_reply({"name": self.rt.name, "pid": os.getpid()})
-            return encode_reply(await snapshot_async(self.rt))
+            return encode_reply(await snapshot_async(self.rt, max_children=cap))
         except Exception as exc:  # a bug in the snapshot: tell the client, keep serving
             _log.warning("control socket: %r failed", request["op"], exc_info=True)
             return encode_error(type(exc).__name__, str(exc))

@@ -106,15 +106,19 @@ class ControlClient:
     def ping(self) -> dict[str, Any]:
         return cast("dict[str, Any]", self.request("ping"))
 
-    def snapshot(self) -> Snapshot:
-        result = self.request("snapshot")
+    def snapshot(self, *, max_children: int | None = None) -> Snapshot:
+        """The application's snapshot; ``max_children`` bounds the children listed per node."""
+        args = {} if max_children is None else {"max_children": max_children}
+        result = self.request("snapshot", **args)
         if not isinstance(result, dict):
             self.close()
             raise ControlProtocolError(f"{self.path} sent a snapshot that is not an object")
         return cast("Snapshot", result)
 
 
-def fetch_snapshot(path: str | os.PathLike[str], *, timeout: float = 5.0) -> Snapshot:
+def fetch_snapshot(
+    path: str | os.PathLike[str], *, timeout: float = 5.0, max_children: int | None = None
+) -> Snapshot:
     """One snapshot over a fresh connection."""
     with ControlClient(path, timeout=timeout) as client:
-        return client.snapshot()
+        return client.snapshot(max_children=max_children)

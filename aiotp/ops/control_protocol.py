@@ -12,8 +12,9 @@ hand, any language can speak it, and a snapshot is JSON already. A request is at
 `MAX_REQUEST` bytes (a longer line is refused and the connection closed, since the server cannot
 find the next request's start); a reply at most `MAX_REPLY`.
 
-Ops: ``snapshot`` (the result is `aiotp.ops.snapshot.Snapshot`) and ``ping`` (``{"name",
-"pid"}``: is anyone there, and who).
+Ops: ``snapshot`` (the result is `aiotp.ops.snapshot_types.Snapshot`; ``"max_children": N``
+lists at most N children per node, counting the rest, as ``aiotp top`` asks) and ``ping``
+(``{"name", "pid"}``: is anyone there, and who).
 
 This module imports no runtime: the command line's ``aiotp tree`` loads only it and the view.
 """

@@ -21,7 +21,7 @@ from rich.table import Table
 from rich.text import Text
 from rich.tree import Tree
 
-__all__ = ["render"]
+__all__ = ["MAX_CHILDREN", "render"]
 
 #: Children shown per tree node; the rest are summed up on one line (a 250-worker pool).
 MAX_CHILDREN = 12
@@ -133,20 +133,27 @@ def _sessions(info: Mapping[str, Any]) -> Text:
 # -- the supervision tree -------------------------------------------------------------------
 def _tree(snap: Mapping[str, Any]) -> Tree:
     root = Tree(Text.assemble(("supervision tree", "bold"), (f" of {snap.get('name', '?')}", _DIM)))
-    _add_children(root, _list(snap.get("tree")))
+    _add_children(root, _list(snap.get("tree")), snap.get("tree_more"))
     return root
 
 
-def _add_children(parent: Tree, children: Sequence[Mapping[str, Any]]) -> None:
+def _add_children(parent: Tree, children: Sequence[Mapping[str, Any]], more: Any) -> None:
+    """At most MAX_CHILDREN nodes, then one line for the rest: those cut here and those the
+    application already left out (``more``, from a snapshot taken with ``max_children``)."""
     for child in children[:MAX_CHILDREN]:
-        _add_children(parent.add(_label(child)), _list(child.get("children")))
+        _add_children(parent.add(_label(child)), _list(child.get("children")), child.get("more"))
     rest = children[MAX_CHILDREN:]
-    if rest:
-        restarts = sum(c.get("restarts") or 0 for c in rest if _num(c.get("restarts")))
-        down = sum(1 for c in rest if c.get("state") == "DOWN")
+    count = len(rest)
+    restarts = sum(c.get("restarts") or 0 for c in rest if _num(c.get("restarts")))
+    down = sum(1 for c in rest if c.get("state") == "DOWN")
+    if isinstance(more, Mapping):
+        count += more.get("count", 0) if _num(more.get("count")) else 0
+        restarts += more.get("restarts", 0) if _num(more.get("restarts")) else 0
+        down += more.get("down", 0) if _num(more.get("down")) else 0
+    if count:
         parent.add(
             Text.assemble(
-                (f"... {len(rest)} more", _DIM),
+                (f"... {count} more", _DIM),
                 "  ",
                 _count("restarts", restarts, _WARN),
                 "  ",

@@ -49,12 +49,14 @@ from aiotp.ops.snapshot_types import (
     DOWN,
     SNAPSHOT_VERSION,
     ActorNode,
+    MoreInfo,
     PercentileInfo,
     PoolInfo,
     SessionsInfo,
     Snapshot,
     WorkerInfo,
 )
+from aiotp.runtime.ref import Phase
 from aiotp.supervisors.refs import SupervisorRef
 
 if TYPE_CHECKING:
@@ -64,6 +66,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "ActorNode",
+    "MoreInfo",
     "PercentileInfo",
     "PoolInfo",
     "SessionsInfo",
@@ -74,14 +77,26 @@ __all__ = [
 ]
 
 
-def snapshot(rt: Runtime) -> Snapshot:
-    """The picture of `rt` now (see the module docstring). A session store that answers only
-    by coroutine (Redis) shows as ``{"error": NEEDS_AWAIT}``: use `snapshot_async`."""
+def snapshot(rt: Runtime, *, max_children: int | None = None) -> Snapshot:
+    """The picture of `rt` now (see the module docstring).
+
+    ``max_children`` bounds the children listed per node (and the roots): the rest are not
+    walked, only counted in the node's ``"more"`` (the roots': the snapshot's ``"tree_more"``).
+    What a live view asks for: it cannot show 10,000 children anyway, and building and sending
+    them costs the application several ms per thousand actors. A session store that answers
+    only by coroutine (Redis) shows as ``{"error": NEEDS_AWAIT}``: use `snapshot_async`.
+    """
+    if max_children is not None and (
+        not isinstance(max_children, int) or isinstance(max_children, bool) or max_children < 1
+    ):
+        raise ValueError(f"max_children must be a positive int or None, got {max_children!r}")
     loop = rt._loop
     now = loop.time() if loop is not None else None
     started = rt._started_at
     actors = rt.actors()
-    return Snapshot(
+    tree = _Tree(actors, now, max_children)
+    roots, more = tree.expand([(ref, None) for ref in tree.top])
+    snap = Snapshot(
         version=SNAPSHOT_VERSION,
         name=rt.name,
         state=rt._state.name,
@@ -90,18 +105,23 @@ def snapshot(rt: Runtime) -> Snapshot:
         time=time.time(),
         uptime=_round(now - started) if now is not None and started is not None else None,
         actors=len(actors),
-        tree=_Tree(actors, now).roots(),
+        tree=roots,
         pools=_pools(rt),
         sessions=_sessions(rt),
     )
+    if more is not None:
+        snap["tree_more"] = more
+    return snap
 
 
-async def snapshot_async(rt: Runtime, *, sessions_timeout: float = 1.0) -> Snapshot:
+async def snapshot_async(
+    rt: Runtime, *, max_children: int | None = None, sessions_timeout: float = 1.0
+) -> Snapshot:
     """`snapshot`, with the counts of a session store that must be awaited (Redis), read
     within `sessions_timeout` seconds (else the section carries an error): the control
     socket's way. The tree and the pools are still one moment; the sessions are read just
     after it."""
-    snap = snapshot(rt)
+    snap = snapshot(rt, max_children=max_children)
     store = _store(rt)
     if store is not None and _is_async(store):
         snap["sessions"] = await _sessions_async(store, sessions_timeout)
@@ -109,11 +129,16 @@ async def snapshot_async(rt: Runtime, *, sessions_timeout: float = 1.0) -> Snaps
 
 
 # -- the tree --------------------------------------------------------------------------------
+_PHASE_NAMES = {phase: phase.name for phase in Phase}  # Enum.name is a slow property
+_Entry = tuple["ActorRef | None", "ChildStatus | None"]  # a live actor, or a DOWN child
+
+
 class _Tree:
     """Who owns whom, read once: supervisors' children first, then link=True spawns."""
 
-    def __init__(self, actors: list[ActorRef], now: float | None) -> None:
+    def __init__(self, actors: list[ActorRef], now: float | None, cap: int | None) -> None:
         self.now = now
+        self.cap = cap
         self.live = dict.fromkeys(actors)
         self.status: dict[ActorRef, list[ChildStatus]] = {}
         supervised: set[ActorRef] = set()
@@ -134,35 +159,55 @@ class _Tree:
                 self.top.append(ref)
         self.seen: set[ActorRef] = set()
 
-    def roots(self) -> list[ActorNode]:
-        return [self.node(ref, None) for ref in self.top]
+    def expand(self, entries: list[_Entry]) -> tuple[list[ActorNode], MoreInfo | None]:
+        """Nodes for the first `cap` entries; the rest only counted."""
+        shown = entries if self.cap is None else entries[: self.cap]
+        nodes = [
+            self.node(ref, status) if ref is not None else _down(status)
+            for ref, status in shown
+            if ref is not None or status is not None
+        ]
+        if len(shown) == len(entries):
+            return nodes, None
+        rest = entries[len(shown) :]
+        return nodes, MoreInfo(
+            count=len(rest),
+            restarts=sum(status.restarts for _, status in rest if status is not None),
+            down=sum(1 for ref, _ in rest if ref is None),
+        )
 
     def node(self, ref: ActorRef, child: ChildStatus | None) -> ActorNode:
         self.seen.add(ref)
-        kind = ref.actor_class
-        children: list[ActorNode] = []
+        live, seen = self.live, self.seen
+        entries: list[_Entry] = []
         for status in self.status.get(ref, ()):
             sub = status.ref
-            if sub is None or sub not in self.live:
-                children.append(_down(status))
-            elif sub not in self.seen:  # a ref listed twice would be a bug; never loop on it
-                children.append(self.node(sub, status))
-        children.extend(self.node(r, None) for r in self.linked.get(ref, ()) if r not in self.seen)
-        return {
+            if sub is None or sub not in live:
+                entries.append((None, status))
+            elif sub not in seen:  # a ref listed twice would be a bug; never loop on it
+                entries.append((sub, status))
+        entries.extend((r, None) for r in self.linked.get(ref, ()) if r not in seen)
+        children, more = self.expand(entries)
+        kind = ref.actor_class
+        node: ActorNode = {
             "id": ref.id,
             "class": kind.__name__ if kind is not None else "?",
             "name": _label(ref.name),
             "child_id": _label(child.id) if child is not None else None,
-            "state": ref.phase.name,
+            "state": _PHASE_NAMES[ref.phase],
             "supervisor": ref in self.status,
             "mailbox": ref.mailbox_size(),
             "restarts": child.restarts if child is not None else None,
             "uptime": _round(self.now - ref.started_at) if self.now is not None else None,
             "children": children,
         }
+        if more is not None:
+            node["more"] = more
+        return node
 
 
-def _down(status: ChildStatus) -> ActorNode:
+def _down(status: ChildStatus | None) -> ActorNode:
+    assert status is not None
     start = status.start
     return {
         "id": None,

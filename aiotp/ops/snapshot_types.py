@@ -8,12 +8,13 @@ when one changes meaning or disappears.
 
 from __future__ import annotations
 
-from typing import TypedDict
+from typing import NotRequired, TypedDict
 
 __all__ = [
     "DOWN",
     "SNAPSHOT_VERSION",
     "ActorNode",
+    "MoreInfo",
     "PercentileInfo",
     "PoolInfo",
     "SessionsInfo",
@@ -26,6 +27,16 @@ SNAPSHOT_VERSION = 1
 
 #: A supervised child that is not running: stopped, or between a death and its restart.
 DOWN = "DOWN"
+
+
+class MoreInfo(TypedDict):
+    """Children left out of a snapshot taken with ``max_children``: how many, their restarts
+    (as children of this supervisor), how many are DOWN. Their own children are not counted."""
+
+    count: int
+    restarts: int
+    down: int
+
 
 # "class" is a keyword: the functional form lets the key be the word an operator expects.
 ActorNode = TypedDict(
@@ -41,6 +52,7 @@ ActorNode = TypedDict(
         "restarts": int | None,  # restarts by its supervisor; None when unsupervised
         "uptime": float | None,  # seconds since spawned; None for a DOWN child
         "children": list["ActorNode"],
+        "more": NotRequired[MoreInfo],  # only when max_children left some out
     },
 )
 
@@ -112,3 +124,4 @@ class Snapshot(TypedDict):
     tree: list[ActorNode]
     pools: list[PoolInfo]
     sessions: SessionsInfo | None  # None when the runtime has no session store
+    tree_more: NotRequired[MoreInfo]  # roots left out by max_children

@@ -2,10 +2,12 @@
 
 - ``aiotp top --socket PATH [--interval 0.25]``: a live, full-screen view (rich `Live`) of the
   pools, the sessions and the supervision tree, redrawn every ``interval`` seconds (default 0.25:
-  a restart shows within a quarter second, at a cost to the application of one snapshot per
-  redraw). When the application goes away the last picture stays, dimmed, under a red
-  "disconnected" line, and the view retries once a second until it comes back. Ctrl-C quits
-  with status 0.
+  a restart shows within a quarter second). Each redraw costs the application one snapshot, so
+  the view asks again no sooner than 4 times the last round trip (a large application spends at
+  most a fifth of its loop being looked at), and the tree lists at most 12 children per node,
+  the application counting the rest. When the application goes away the last picture stays,
+  dimmed, under a red "disconnected" line, and the view retries once a second until it comes
+  back. Ctrl-C quits with status 0.
 - ``aiotp tree --socket PATH [--json]``: the same picture once (without colour when stdout is
   not a terminal), or the raw snapshot as indented JSON.
 
@@ -29,7 +31,7 @@ from rich.live import Live
 
 from aiotp.ops.control_client import ControlClient, fetch_snapshot
 from aiotp.ops.control_protocol import ControlError, RemoteError
-from aiotp.ops.render import render
+from aiotp.ops.render import MAX_CHILDREN, render
 
 if TYPE_CHECKING:
     from aiotp.ops.snapshot_types import Snapshot
@@ -38,6 +40,9 @@ __all__ = ["top_command", "tree_command"]
 
 #: Seconds between reconnection attempts while the application is away.
 RETRY_EVERY = 1.0
+#: The view waits at least this many times a snapshot's round trip before the next one, so
+#: that looking at an application never takes more than ~1/(1+LOAD_FACTOR) of its loop.
+LOAD_FACTOR = 4.0
 #: Width of the picture when stdout is not a terminal and $COLUMNS is not set (rich's 80
 #: would wrap every pool's title line).
 PIPE_WIDTH = 160
@@ -48,7 +53,7 @@ def tree_command(args: argparse.Namespace) -> int:
     """Print the picture (or with ``--json`` the snapshot) once; 0, or 1 with one line on
     stderr when the socket cannot be read."""
     try:
-        snap = fetch_snapshot(args.socket)
+        snap = fetch_snapshot(args.socket, max_children=None if args.json else MAX_CHILDREN)
     except ControlError as exc:
         return _fail("tree", exc)
     try:
@@ -76,14 +81,19 @@ def top_command(args: argparse.Namespace) -> int:
         with Live(render(None), console=console, screen=True, auto_refresh=False) as live:
             while True:
                 status: str | None = None
+                asked = time.monotonic()
                 try:
-                    snap = client.snapshot()
+                    snap = client.snapshot(max_children=MAX_CHILDREN)
                 except RemoteError as exc:
                     status = f"the application could not take a snapshot: {exc}"
                 except ControlError as exc:
                     status = f"disconnected: {exc}; retrying every {RETRY_EVERY:g} s (Ctrl-C quits)"
                 live.update(render(snap, status=status), refresh=True)
-                time.sleep(interval if status is None else max(interval, RETRY_EVERY))
+                # A large application takes a while to picture: asking again at once would
+                # keep its loop busy with us. At least LOAD_FACTOR times the last round trip.
+                took = time.monotonic() - asked
+                pause = interval if status is None else max(interval, RETRY_EVERY)
+                time.sleep(max(pause, LOAD_FACTOR * took))
     except KeyboardInterrupt:
         return 0
     finally:

@@ -391,7 +391,7 @@ class Runtime:
         stats: PoolStats = _pools().pool_stats(self, name)
         return stats
 
-    def snapshot(self) -> Snapshot:
+    def snapshot(self, *, max_children: int | None = None) -> Snapshot:
         """A JSON-ready picture of the system now: tree, pools, sessions (`aiotp.ops.snapshot`).
 
         A convenience, like `start_pool`: the code lives in the ops layer, which reads every
@@ -400,7 +400,7 @@ class Runtime:
         """
         from aiotp.ops.snapshot import snapshot
 
-        return snapshot(self)
+        return snapshot(self, max_children=max_children)
 
     def execute(
         self,

@@ -73,10 +73,14 @@ async def test_bad_requests_get_error_replies_and_the_connection_stays_usable(
             (b"[1, 2]\n", "must be a JSON object"),
             (b'{"op": "shutdown"}\n', "unknown op 'shutdown'"),
             (b'{"no": "op"}\n', "unknown op None"),
+            (b'{"op": "snapshot", "max_children": 0}\n', "max_children must be a positive int"),
+            (b'{"op": "snapshot", "max_children": "3"}\n', "max_children must be a positive"),
         ):
             reply = await ask(reader, writer, garbage)
             assert reply["ok"] is False and reply["error"]["type"] == "BadRequest"
             assert says in reply["error"]["message"]
+        reply = await ask(reader, writer, b'{"op": "snapshot", "max_children": 1}\n')
+        assert reply["ok"] is True and reply["result"]["name"] == rt.name
         writer.write(b"\n  \n")  # blank lines are skipped, not answered
         reply = await ask(reader, writer, b'{"op": "ping"}\n')
         assert reply["ok"] is True
@@ -184,7 +188,7 @@ async def test_tcp_is_served_only_when_asked_and_on_localhost_only(
 async def test_a_failing_snapshot_is_an_error_reply_not_a_dead_server(
     rt: aiotp.Runtime, path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    async def broken(_rt: Any) -> Any:
+    async def broken(_rt: Any, **_options: Any) -> Any:
         raise RuntimeError("snapshot bug")
 
     async with await serve_control(rt, path):

@@ -245,3 +245,26 @@ async def test_a_store_that_must_be_awaited_is_read_by_snapshot_async_within_a_b
         snap = await snapshot_async(rt, sessions_timeout=0.05)
         assert snap["sessions"] == {"error": "the session store did not answer within 0.05 s"}
         assert snap["state"] == "RUNNING"  # the rest of the picture is there
+
+
+async def test_max_children_lists_the_first_children_and_counts_the_rest(
+    rt: aiotp.Runtime,
+) -> None:
+    dyn = await rt.spawn(aiotp.DynamicSupervisor, name="many")
+    for _ in range(30):
+        await dyn.start_child(aiotp.ChildSpec("c", Counter))
+    for _ in range(4):
+        await rt.spawn(Counter)
+    full = check(rt.snapshot(), rt)
+    assert len(full["tree"][0]["children"]) == 30 and "more" not in full["tree"][0]
+    assert "tree_more" not in full
+
+    cut = rt.snapshot(max_children=3)
+    json.dumps(cut, allow_nan=False)
+    assert cut["actors"] == full["actors"] == 35
+    assert len(cut["tree"]) == 3 and cut["tree_more"] == {"count": 2, "restarts": 0, "down": 0}
+    many = cut["tree"][0]
+    assert len(many["children"]) == 3
+    assert many["more"] == {"count": 27, "restarts": 0, "down": 0}
+    with pytest.raises(ValueError, match="max_children"):
+        rt.snapshot(max_children=0)
