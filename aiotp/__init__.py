@@ -13,7 +13,11 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:
     from typing import Any
 
+    from aiotp.ops import metrics
     from aiotp.ops.application import Application, ApplicationStartError, AppState
+    from aiotp.ops.control import ControlServer, serve_control
+    from aiotp.ops.control_protocol import ControlError, ControlUnavailable, SocketInUse
+    from aiotp.ops.snapshot import Snapshot
     from aiotp.runtime import (
         NOREPLY,
         Actor,
@@ -37,6 +41,7 @@ if TYPE_CHECKING:
         run,
         telemetry,
     )
+    from aiotp.runtime.clock import Clock, ClockError, RealClock, VirtualClock
     from aiotp.session_store import (
         IllegalTransition,
         Session,
@@ -55,6 +60,7 @@ if TYPE_CHECKING:
         ChildInfo,
         ChildRunning,
         ChildSpec,
+        ChildStatus,
         DuplicateChild,
         DynamicSupervisor,
         MaxChildren,
@@ -89,6 +95,17 @@ if TYPE_CHECKING:
     )
 
 _EXPORTS: dict[str, str] = {
+    "Clock": "aiotp.runtime.clock",
+    "ClockError": "aiotp.runtime.clock",
+    "RealClock": "aiotp.runtime.clock",
+    "VirtualClock": "aiotp.runtime.clock",
+    "ControlServer": "aiotp.ops.control",
+    "serve_control": "aiotp.ops.control",
+    "ControlError": "aiotp.ops.control_protocol",
+    "ControlUnavailable": "aiotp.ops.control_protocol",
+    "SocketInUse": "aiotp.ops.control_protocol",
+    "Snapshot": "aiotp.ops.snapshot",
+    "ChildStatus": "aiotp.supervisors",
     "AppState": "aiotp.ops.application",
     "Application": "aiotp.ops.application",
     "ApplicationStartError": "aiotp.ops.application",
@@ -164,7 +181,6 @@ __all__ = [
     "Actor",
     "ActorExited",
     "ActorRef",
-    # pools and workers
     "Adapter",
     "AiotpError",
     "AppState",
@@ -173,10 +189,15 @@ __all__ = [
     "CallTimeout",
     "Caller",
     "CheckoutTimeout",
-    # supervision
     "ChildInfo",
     "ChildRunning",
     "ChildSpec",
+    "ChildStatus",
+    "Clock",
+    "ClockError",
+    "ControlError",
+    "ControlServer",
+    "ControlUnavailable",
     "Down",
     "DuplicateChild",
     "DynamicSupervisor",
@@ -193,6 +214,7 @@ __all__ = [
     "PoolBusy",
     "PoolStats",
     "ProtocolError",
+    "RealClock",
     "Retry",
     "Runtime",
     "RuntimeClosed",
@@ -204,7 +226,9 @@ __all__ = [
     "SessionQuotaExceeded",
     "SessionStore",
     "SessionWorkerLost",
+    "Snapshot",
     "SnapshotError",
+    "SocketInUse",
     "StartChildError",
     "StoreStats",
     "SubscriberLagged",
@@ -219,6 +243,7 @@ __all__ = [
     "UnknownPool",
     "UnknownTool",
     "UnsupportedPlatform",
+    "VirtualClock",
     "WorkerBusy",
     "WorkerCrashed",
     "WorkerSession",
@@ -226,8 +251,10 @@ __all__ = [
     "WorkerStats",
     "current_actor",
     "is_normal_exit",
+    "metrics",
     "pool_spec",
     "run",
+    "serve_control",
     "telemetry",
     "tool",
 ]
@@ -235,12 +262,20 @@ __all__ = [
 __version__ = "0.1.0"
 
 
+# Submodules offered as attributes of the package (``aiotp.metrics.serve_metrics(rt)``).
+_MODULES: dict[str, str] = {"metrics": "aiotp.ops.metrics"}
+
+
 def __getattr__(name: str) -> Any:
+    import importlib
+
+    if name in _MODULES:
+        value = importlib.import_module(_MODULES[name])
+        globals()[name] = value
+        return value
     module = _EXPORTS.get(name)
     if module is None:
         raise AttributeError(f"module 'aiotp' has no attribute {name!r}")
-    import importlib
-
     value = getattr(importlib.import_module(module), name)
     globals()[name] = value
     return value

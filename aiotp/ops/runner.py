@@ -79,9 +79,7 @@ def run_command(args: argparse.Namespace) -> int:
             print("aiotp run: --shutdown-timeout must be positive", file=sys.stderr)
             return EXIT_USAGE
         app.shutdown_timeout = float(args.shutdown_timeout)
-    return run_application(
-        app, control_socket=args.control_socket, metrics_port=args.metrics_port
-    )
+    return run_application(app, control_socket=args.control_socket, metrics_port=args.metrics_port)
 
 
 def run_application(
