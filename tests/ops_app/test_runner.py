@@ -14,6 +14,7 @@ import subprocess
 import sys
 import threading
 import time
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -204,3 +205,38 @@ def test_json_log_lines(tmp_path: Path) -> None:
     runner.proc.send_signal(signal.SIGTERM)
     assert runner.proc.wait(timeout=30) == 0
     assert runner.lines.qsize() >= 0
+
+
+def test_control_socket_and_metrics_live_as_long_as_the_app(tmp_path: Path) -> None:
+    sock = tmp_path / "svc.sock"
+    runner = Runner(tmp_path, "--control-socket", str(sock), "--metrics-port", "0")
+    line = runner.wait_for("metrics: http://127.0.0.1:")
+    url = line.split("metrics: ", 1)[1].strip()
+    runner.wait_for("application 'svc' running")
+    assert stat_mode(sock) == 0o600
+    with urllib.request.urlopen(url, timeout=10) as reply:
+        text = reply.read().decode()
+    assert 'aiotp_pool_workers{pool="echo",runtime="svc"}' in text.replace(", ", ","), text[:2000]
+    tree = subprocess.run(
+        [sys.executable, "-m", "aiotp", "tree", "--socket", str(sock), "--json"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert tree.returncode == 0, tree.stderr
+    snap = json.loads(tree.stdout)
+    assert snap["name"] == "svc"
+    assert [p["name"] for p in snap["pools"]] == ["echo"]
+    runner.proc.send_signal(signal.SIGTERM)
+    assert runner.proc.wait(timeout=30) == 0
+    assert not sock.exists()  # the control socket went with the application
+    try:
+        urllib.request.urlopen(url, timeout=2)
+    except OSError:
+        pass
+    else:
+        raise AssertionError("the metrics endpoint outlived the application")
+
+
+def stat_mode(path: Path) -> int:
+    return path.stat().st_mode & 0o777
