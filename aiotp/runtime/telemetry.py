@@ -28,7 +28,7 @@ import threading
 from collections.abc import Callable, Mapping
 from typing import Any
 
-__all__ = ["Event", "Handler", "attach", "detach", "execute", "handlers"]
+__all__ = ["Event", "Handler", "attach", "detach", "execute", "handlers", "observes"]
 
 Event = tuple[str, ...]
 Handler = Callable[[Event, Mapping[str, Any], Mapping[str, Any]], None]
@@ -38,6 +38,8 @@ _log = logging.getLogger("aiotp.telemetry")
 # `execute` can iterate without a lock while another thread attaches or detaches.
 _handlers: dict[str, tuple[Event, Handler]] = {}
 _lock = threading.Lock()
+# prefix -> whether any attached handler receives some event under it; rebuilt on change.
+_observed: dict[Event, bool] = {}
 
 
 def attach(handler_id: str, event_prefix: Event | list[str], fn: Handler) -> None:
@@ -58,6 +60,7 @@ def attach(handler_id: str, event_prefix: Event | list[str], fn: Handler) -> Non
         new = dict(_handlers)
         new[handler_id] = (prefix, fn)
         _handlers = new
+        _observed.clear()
 
 
 def detach(handler_id: str) -> bool:
@@ -69,12 +72,31 @@ def detach(handler_id: str) -> bool:
         new = dict(_handlers)
         del new[handler_id]
         _handlers = new
+        _observed.clear()
         return True
 
 
 def handlers() -> dict[str, Event]:
     """The attached handler ids and their prefixes (for introspection and tests)."""
     return {hid: prefix for hid, (prefix, _) in _handlers.items()}
+
+
+def observes(prefix: Event) -> bool:
+    """Whether any attached handler would receive an event starting with `prefix`.
+
+    For emitters on hot paths whose events cost something to build (a dict of metadata, a
+    clock read): with handlers attached to other events only (a metrics exporter that follows
+    worker deaths), they skip the work. One dict lookup once cached; the cache is dropped on
+    every attach and detach.
+    """
+    known = _observed.get(prefix)
+    if known is None:
+        known = any(
+            handler_prefix[: len(prefix)] == prefix[: len(handler_prefix)]
+            for handler_prefix, _ in _handlers.values()
+        )
+        _observed[prefix] = known
+    return known
 
 
 def execute(

@@ -43,6 +43,9 @@ __all__ = ["execute", "pool_stats", "start_pool", "stop_pool", "stream"]
 
 DEFAULT_TIMEOUT = 5.0
 
+# The prefix of a request's events, tested once per request (see telemetry.observes).
+_EXECUTE = ("aiotp", "pool", "execute")
+
 
 class PoolRegistry:
     """The runtime's pools by name (a Runtime extension)."""
@@ -157,7 +160,7 @@ async def execute(
             if delay is None or (left is not None and delay >= left):
                 raise
             pool.dispatcher.retries += 1
-            if telemetry._handlers:
+            if telemetry._handlers and telemetry.observes(_EXECUTE):
                 telemetry.execute(
                     ("aiotp", "pool", "execute", "retry"),
                     {"delay": delay},
@@ -194,7 +197,7 @@ async def _attempt(
     else:
         # A free worker without a coroutine of its own: the common case on the hot path.
         slot = pool.dispatcher.take_now() or await pool.dispatcher.checkout(left)
-    observed = bool(telemetry._handlers)
+    observed = bool(telemetry._handlers) and telemetry.observes(_EXECUTE)
     if observed:
         meta = {"pool": pool.name, "tool": tool, "worker_id": slot.worker_id}
         telemetry.execute(("aiotp", "pool", "execute", "start"), {"system_time": time.time()}, meta)
