@@ -20,8 +20,6 @@ from pathlib import Path
 import pytest
 from procs import descendants
 
-pytest.importorskip("ray", reason="Ray cannot be imported on this machine")
-
 HERE = Path(__file__).resolve().parent
 # Ray's worker processes inherit this environment when the fixtures start Ray: they import the
 # test adapters ("ray_adapters:RayEcho") from here.
@@ -30,33 +28,12 @@ os.environ["PYTHONPATH"] = os.pathsep.join(
 )
 if str(HERE) not in sys.path:
     sys.path.insert(0, str(HERE))
-# Loopback only (a no-op on Linux, where Ray binds the address it is given).
+# Loopback only: Ray reads this when it is imported (without it, a Cluster's nodes bind the
+# machine's outside address).
 os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
+pytest.importorskip("ray", reason="Ray cannot be imported on this machine")
 
-#: Seconds Ray gets to end its processes after `ray.shutdown()` / `Cluster.shutdown()`.
-RAY_EXIT_DEADLINE = 30.0
-
-
-def cmdline(pid: int) -> str:
-    try:
-        with open(f"/proc/{pid}/cmdline", "rb") as f:
-            return f.read().replace(b"\0", b" ").decode(errors="replace").strip()
-    except OSError:
-        return ""
-
-
-def ray_idle(pid: int) -> bool:
-    """A worker process Ray keeps warm for later tasks (no actor of ours lives in it)."""
-    return cmdline(pid).startswith("ray::IDLE")
-
-
-def wait_processes_gone(before: set[int], deadline: float) -> list[int]:
-    """Descendants not in `before` still alive at `deadline` (monotonic)."""
-    left = set(descendants()) - before
-    while left and time.monotonic() < deadline:
-        time.sleep(0.05)
-        left = set(descendants()) - before
-    return sorted(left)
+from ray_helpers import RAY_EXIT_DEADLINE, cmdline, ray_idle, wait_processes_gone  # noqa: E402
 
 
 @pytest.fixture(autouse=True)

@@ -8,8 +8,34 @@ from collections.abc import Callable
 from typing import Any
 
 import ray
+from procs import descendants
 
 import aiotp
+
+#: Seconds Ray gets to end its processes after `ray.shutdown()` / `Cluster.shutdown()`.
+RAY_EXIT_DEADLINE = 30.0
+
+
+def cmdline(pid: int) -> str:
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            return f.read().replace(b"\0", b" ").decode(errors="replace").strip()
+    except OSError:
+        return ""
+
+
+def ray_idle(pid: int) -> bool:
+    """A worker process Ray keeps warm for later tasks (no actor of ours lives in it)."""
+    return cmdline(pid).startswith("ray::IDLE")
+
+
+def wait_processes_gone(before: set[int], deadline: float) -> list[int]:
+    """Descendants not in `before` still alive at `deadline` (monotonic)."""
+    left = set(descendants()) - before
+    while left and time.monotonic() < deadline:
+        time.sleep(0.05)
+        left = set(descendants()) - before
+    return sorted(left)
 
 
 async def eventually(check: Callable[[], Any], what: str, deadline: float = 30.0) -> Any:
