@@ -91,10 +91,13 @@ class RayConnection:
                     _users += 1
                     self.owner = True
                 return
-            os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
             options: dict[str, Any] = {"log_to_driver": False, "namespace": self.rt.name}
             if address is None:
-                # A local Ray on loopback only: nothing of it listens beyond this machine.
+                # A local Ray on loopback only: nothing of it listens beyond this machine. The
+                # address is given explicitly (this process read Ray's loopback switch when it
+                # imported Ray); the switch is set for the processes Ray starts. Not when
+                # joining: a driver on another machine must advertise its real address.
+                os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
                 options.update(
                     num_cpus=os.cpu_count() or 1,
                     include_dashboard=False,
