@@ -98,6 +98,20 @@ async def test_setup_failure_is_a_start_error_naming_the_cause(rt: aiotp.Runtime
     await no_actors_left(rt.name, "badsetup-")
 
 
+@pytest.mark.expect_errors("failed to start")
+async def test_garbage_adapter_paths_and_options_ray_refuses_are_start_errors(
+    rt: aiotp.Runtime,
+) -> None:
+    with pytest.raises(aiotp.WorkerStartError, match="Ray refused"):
+        await rt.start_pool(
+            "refused", ECHO, profile="ray", size=1, ray_options={"scheduling_strategy": "NOPE"}
+        )
+    with pytest.raises(aiotp.WorkerStartError, match="no_such_module"):
+        await rt.start_pool("nomod", "no_such_module:Adapter", profile="ray", size=1)
+    await no_actors_left(rt.name, "refused-")
+    await no_actors_left(rt.name, "nomod-")
+
+
 def test_bad_ray_settings_are_refused_with_typed_errors() -> None:
     with pytest.raises(ValueError, match="profile='ray' only"):
         aiotp.pool_spec("p", ECHO, profile="thread", ray_options={"num_cpus": 1})

@@ -139,3 +139,18 @@ async def test_stopping_the_pool_mid_call_drains_then_kills(rt: aiotp.Runtime) -
     assert all(isinstance(o, aiotp.WorkerCrashed | aiotp.PoolBusy) for o in outcomes), outcomes
     assert sum(isinstance(o, aiotp.WorkerCrashed) for o in outcomes) == 2
     await no_actors_left(rt.name, "cut-")
+
+
+async def test_an_idle_worker_whose_actor_dies_is_replaced_without_any_request(
+    rt: aiotp.Runtime,
+) -> None:
+    # No request in flight and no heartbeat: only the watch call sees this death.
+    await rt.start_pool("idle", ECHO, profile="ray", size=1, heartbeat=None)
+    (victim,) = worker_ids(rt, "idle")
+    kill_actor(rt, victim)
+    await eventually(
+        lambda: rt.pool_stats("idle").live == 1 and worker_ids(rt, "idle") != [victim],
+        "the dead idle worker replaced",
+    )
+    assert rt.pool_stats("idle").restarts == 1
+    assert await rt.execute("idle", "twice", {"x": 3}) == 6
