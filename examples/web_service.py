@@ -96,11 +96,14 @@ class PredictRequest(BaseModel):
     work_ms: float = 0.0
 
 
-def build_api(application: aiotp.Application | None = None) -> FastAPI:
-    tree = application if application is not None else build_application()
+def build_api(make_application: Any = build_application) -> FastAPI:
+    """The web app; each run of its lifespan starts a fresh `Application` (an application
+    starts once, and a test client may enter the lifespan several times)."""
 
     @asynccontextmanager
     async def lifespan(api: FastAPI) -> AsyncIterator[None]:
+        tree: aiotp.Application = make_application()
+        api.state.tree = tree
         api.state.rt = await tree.start()
         try:
             yield
@@ -115,8 +118,8 @@ def build_api(application: aiotp.Application | None = None) -> FastAPI:
         return rt
 
     @api.get("/healthz")
-    async def healthz() -> dict[str, str]:
-        return {"status": "ok", "application": tree.state.value}
+    async def healthz(request: Request) -> dict[str, str]:
+        return {"status": "ok", "application": request.app.state.tree.state.value}
 
     @api.post("/predict")
     async def predict(

@@ -9,9 +9,11 @@ Guarantees:
 - `start` either returns a running application or raises `ApplicationStartError` (naming the
   application and carrying the failure as its cause) having stopped everything it had started;
   cancelled midway, it stops what it started, then lets the cancellation through.
-- `stop` is idempotent and bounded: the tree gets ``shutdown_timeout`` seconds to stop
-  gracefully (each child within its own shutdown time), the runtime's shutdown then kills what
-  is left. After it returns no actor, task or worker process of the application is alive.
+- `stop` is idempotent and bounded: `on_stop` gets at most half of ``shutdown_timeout``, the
+  tree the rest of it to stop gracefully (each child within its own shutdown time); whatever is
+  still alive then is killed at once. After it returns no actor, task or worker process of the
+  application is alive (an actor that swallows its kill is reported, not waited for forever).
+  A `stop` during `start` cancels the start, which undoes what it had started.
 - `wait` returns when the application ends on its own: its root supervisor exceeded its
   restart intensity (the failure escalated to the top, as an OTP permanent application whose
   top supervisor dies takes the node down) or someone stopped it.
@@ -22,12 +24,13 @@ from __future__ import annotations
 import asyncio
 import enum
 import logging
+import math
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from types import MappingProxyType
 from typing import Any
 
 from aiotp.runtime import AiotpError, CallTimeout, Runtime
-from aiotp.runtime.cancel import await_through_cancel
+from aiotp.runtime.cancel import await_through_cancel, retrieve
 from aiotp.supervisors import ChildSpec, Supervisor, SupervisorRef
 
 __all__ = ["AppState", "Application", "ApplicationStartError", "Children", "Hook"]
@@ -82,7 +85,12 @@ class Application:
                     raise TypeError(
                         f"application {name!r}: children must be ChildSpec, got {spec!r}"
                     )
-        if not isinstance(shutdown_timeout, int | float) or shutdown_timeout <= 0:
+        if (
+            isinstance(shutdown_timeout, bool)
+            or not isinstance(shutdown_timeout, int | float)
+            or not math.isfinite(shutdown_timeout)
+            or shutdown_timeout <= 0
+        ):
             raise ValueError(
                 f"application {name!r}: shutdown_timeout must be a positive number of "
                 f"seconds, got {shutdown_timeout!r}"
@@ -106,6 +114,7 @@ class Application:
         self._runtime: Runtime | None = None
         self._root: SupervisorRef | None = None
         self._stopped: asyncio.Event | None = None
+        self._start_task: asyncio.Future[Runtime] | None = None
 
     def __repr__(self) -> str:
         return f"<Application {self.name!r} {self._state.value}>"
@@ -141,7 +150,11 @@ class Application:
 
     # -- lifecycle ----------------------------------------------------------------------
     async def start(self) -> Runtime:
-        """Start the runtime and the tree; return the runtime once every child is up."""
+        """Start the runtime and the tree; return the runtime once every child is up.
+
+        A `stop` while this runs (a signal during start-up) cancels the start: what had
+        started is stopped, and this raises `ApplicationStartError` ("stopped while starting").
+        """
         if self._state is not AppState.NEW:
             raise AiotpError(
                 f"application {self.name!r} cannot start: it is {self._state.value} "
@@ -149,15 +162,29 @@ class Application:
             )
         self._state = AppState.STARTING
         self._stopped = asyncio.Event()
+        inner = asyncio.ensure_future(self._start())
+        self._start_task = inner
+        try:
+            return await asyncio.shield(inner)
+        except asyncio.CancelledError:
+            task = asyncio.current_task()
+            if inner.cancelled() and not (task is not None and task.cancelling()):
+                raise ApplicationStartError(
+                    f"application {self.name!r} was stopped while starting"
+                ) from None
+            inner.cancel()  # our caller gave up: the start's own cleanup undoes it
+            await await_through_cancel(inner, self._cleanup_budget)
+            raise
+
+    async def _start(self) -> Runtime:
         rt = Runtime(
             name=self.name, shutdown_timeout=self.shutdown_timeout, sessions=self._sessions
         )
         self._runtime = rt
-        await rt.__aenter__()
         try:
+            await rt.__aenter__()
             specs = self.child_specs()
             root = await rt.spawn(Supervisor, specs, name=self.name, **self._tree_options)
-            assert isinstance(root, SupervisorRef)
             self._root = root
             if self._on_start is not None:
                 await self._on_start(rt)
@@ -173,13 +200,22 @@ class Application:
         return rt
 
     async def stop(self) -> None:
-        """Stop the tree (reverse start order) and the runtime; idempotent, bounded."""
+        """Stop the tree (reverse start order) and the runtime; idempotent, bounded.
+
+        The tree gets what is left of ``shutdown_timeout`` after `on_stop` (which may take at
+        most half of it); what is still alive then is killed at once.
+        """
         if self._state in (AppState.NEW, AppState.STOPPED):
             self._state = AppState.STOPPED
             return
+        assert self._stopped is not None
+        if self._state is AppState.STARTING:
+            assert self._start_task is not None
+            self._start_task.cancel()  # its cleanup stops what had started
+            await asyncio.shield(self._stopped.wait())
+            return
         if self._state is AppState.STOPPING:
-            assert self._stopped is not None
-            await self._stopped.wait()
+            await asyncio.shield(self._stopped.wait())
             return
         self._state = AppState.STOPPING
         task = asyncio.ensure_future(self._stop_everything())
@@ -192,7 +228,7 @@ class Application:
 
     @property
     def _cleanup_budget(self) -> float:
-        # The tree's graceful time, then the runtime's own bounded shutdown, with room to spare.
+        # The graceful window, the kills' window, then the runtime's close, with room to spare.
         return 2 * self.shutdown_timeout + 5.0
 
     async def _stop_everything(self) -> None:
@@ -202,23 +238,57 @@ class Application:
         deadline = loop.time() + self.shutdown_timeout
         try:
             if self._on_stop is not None:
-                try:
-                    await asyncio.wait_for(self._on_stop(rt), self.shutdown_timeout)
-                except Exception:
-                    _log.exception("application %r: on_stop failed; stopping anyway", self.name)
+                await self._run_on_stop(rt, self.shutdown_timeout / 2)
             if root is not None and root.alive:
                 try:
-                    await rt.stop(root, "shutdown", timeout=max(0.0, deadline - loop.time()))
+                    await rt.stop(root, "shutdown", timeout=max(0.001, deadline - loop.time()))
                 except CallTimeout:
                     _log.warning(
-                        "application %r: the tree did not stop within %.1f s; killing it",
+                        "application %r: the tree did not stop within shutdown_timeout=%.1f s;"
+                        " killing what is left",
                         self.name,
                         self.shutdown_timeout,
                     )
                 except AiotpError:  # it died on its own meanwhile
                     pass
+            if rt.actors():
+                await self._kill_everything(rt)
         finally:
             await self._close_runtime()
+
+    async def _run_on_stop(self, rt: Runtime, budget: float) -> None:
+        assert self._on_stop is not None
+        hook = asyncio.ensure_future(self._on_stop(rt))
+        done, _ = await asyncio.wait({hook}, timeout=budget)
+        if not done:
+            # Not awaited after the cancel: a hook that swallows it must not hold the stop.
+            hook.cancel()
+            hook.add_done_callback(retrieve)
+            _log.warning(
+                "application %r: on_stop did not finish within %.1f s; stopping anyway",
+                self.name,
+                budget,
+            )
+        elif not hook.cancelled() and hook.exception() is not None:
+            _log.error(
+                "application %r: on_stop failed; stopping anyway",
+                self.name,
+                exc_info=hook.exception(),
+            )
+
+    async def _kill_everything(self, rt: Runtime) -> None:
+        """Past the deadline: kill every actor still alive at once (workers die with theirs)."""
+        refs = rt.actors()
+        for ref in reversed(refs):
+            rt.exit(ref, "kill")
+        waits = {asyncio.ensure_future(rt.wait_exit(ref)) for ref in refs}
+        _, pending = await asyncio.wait(waits, timeout=self.shutdown_timeout)
+        for wait in pending:
+            wait.cancel()
+        if pending:
+            _log.warning(
+                "application %r: %d actor(s) ignored their kill", self.name, len(pending)
+            )
 
     async def _close_runtime(self) -> None:
         rt = self._runtime
@@ -235,7 +305,11 @@ class Application:
         """Wait until the root supervisor exits (or the application is stopped) and return its
         exit reason: ``"shutdown"`` after `stop`, the escalated failure otherwise."""
         root = self.supervisor
-        return await self.runtime.wait_exit(root) if self.running else root.exit_reason
+        if self._state is AppState.RUNNING:
+            return await self.runtime.wait_exit(root)
+        assert self._stopped is not None
+        await asyncio.shield(self._stopped.wait())
+        return root.exit_reason
 
     @property
     def running(self) -> bool:

@@ -1,5 +1,10 @@
 """Logging set-up for the runner: plain lines for a terminal, JSON lines for a log collector.
 
+Covers the runner's process: its records and its warnings. Worker processes of the process
+profile write their own stderr (a tool's prints, a crash before the worker could report it),
+which reaches the same stream unformatted; what a worker reports over its pipe (deaths, setup
+failures) is logged here, formatted.
+
 JSON lines carry the record's time (ISO 8601, UTC), level, logger, message, process id, the
 thread name, and the formatted traceback under ``"exc"`` when there is one, so that a collector
 (Loki, CloudWatch, journald's JSON mode) can filter by logger (``aiotp.pool.ml``) and level
@@ -24,11 +29,15 @@ class JsonLinesFormatter(logging.Formatter):
     """One JSON object per record, on one line."""
 
     def format(self, record: logging.LogRecord) -> str:
+        try:
+            message = record.getMessage()
+        except Exception:  # a bad %-argument: still one valid line, with what was given
+            message = f"{record.msg!r} % {record.args!r}"
         entry: dict[str, object] = {
             "time": datetime.datetime.fromtimestamp(record.created, datetime.UTC).isoformat(),
             "level": record.levelname,
             "logger": record.name,
-            "message": record.getMessage(),
+            "message": message,
             "pid": record.process,
             "thread": record.threadName,
         }
@@ -61,3 +70,4 @@ def configure_logging(level: str | int, fmt: str, stream: TextIO | None = None) 
         root.removeHandler(old)
     root.addHandler(handler)
     root.setLevel(level)
+    logging.captureWarnings(True)  # warnings become records too: one format for everything

@@ -18,7 +18,9 @@ from __future__ import annotations
 import argparse
 import asyncio
 import importlib
+import inspect
 import logging
+import math
 import os
 import sys
 from collections.abc import Awaitable, Callable
@@ -26,6 +28,8 @@ from typing import Any
 
 from aiotp.ops.application import Application, ApplicationStartError
 from aiotp.ops.log_format import configure_logging
+from aiotp.runtime import Runtime
+from aiotp.runtime.cancel import retrieve
 from aiotp.runtime.loop import loop_factory
 from aiotp.runtime.stop_signals import StopSignals
 
@@ -43,7 +47,9 @@ class AppLoadError(Exception):
 
 
 def load_application(target: str) -> Application:
-    """The `Application` named by ``"module:attribute"`` (or a function returning one)."""
+    """The `Application` named by ``"module:attribute"``, or returned by a plain function of no
+    arguments named so (a factory). Anything else, or any failure while importing the module or
+    calling the factory, is an `AppLoadError` naming the target and the cause."""
     module_name, sep, attribute = target.partition(":")
     if not sep or not module_name or not attribute:
         raise AppLoadError(f"expected module:attribute (e.g. myapp.main:app), got {target!r}")
@@ -53,16 +59,28 @@ def load_application(target: str) -> Application:
         module = importlib.import_module(module_name)
     except ImportError as exc:
         raise AppLoadError(f"cannot import {module_name!r}: {exc}") from exc
+    except Exception as exc:  # SyntaxError, or the module raised while it was imported
+        raise AppLoadError(
+            f"importing {module_name!r} failed: {type(exc).__name__}: {exc}"
+        ) from exc
     value: Any = module
     for part in attribute.split("."):
         try:
             value = getattr(value, part)
         except AttributeError:
             raise AppLoadError(f"{module_name!r} has no attribute {attribute!r}") from None
-    if callable(value) and not isinstance(value, Application):
-        value = value()
+    if inspect.isfunction(value):
+        if inspect.iscoroutinefunction(value):
+            raise AppLoadError(f"{target!r} is an async function; give a plain factory")
+        try:
+            value = value()
+        except Exception as exc:
+            raise AppLoadError(
+                f"calling the factory {target!r} failed: {type(exc).__name__}: {exc}"
+            ) from exc
     if not isinstance(value, Application):
-        raise AppLoadError(f"{target!r} is {type(value).__name__}, not an aiotp.Application")
+        what = f"the class {value.__name__}" if isinstance(value, type) else type(value).__name__
+        raise AppLoadError(f"{target!r} is {what}, not an aiotp.Application")
     return value
 
 
@@ -75,7 +93,7 @@ def run_command(args: argparse.Namespace) -> int:
         print(f"aiotp run: {exc}", file=sys.stderr)
         return EXIT_USAGE
     if args.shutdown_timeout is not None:
-        if args.shutdown_timeout <= 0:
+        if not math.isfinite(args.shutdown_timeout) or args.shutdown_timeout <= 0:
             print("aiotp run: --shutdown-timeout must be positive", file=sys.stderr)
             return EXIT_USAGE
         app.shutdown_timeout = float(args.shutdown_timeout)
@@ -100,24 +118,30 @@ async def _serve(app: Application, control_socket: str | None, metrics_port: int
     signals = StopSignals(loop, lambda _signum: stop_asked.set())
     closers: list[Callable[[], Awaitable[None]]] = []
     try:
+        starting = asyncio.ensure_future(app.start())
+        asked = asyncio.ensure_future(stop_asked.wait())
+        await asyncio.wait({starting, asked}, return_when=asyncio.FIRST_COMPLETED)
+        asked.cancel()
+        if not starting.done():
+            # A signal during start-up: the start is cancelled and undoes itself.
+            _log.info(
+                "application %r: signal %s during start-up, stopping", app.name, signals.received
+            )
+            await app.stop()
+            await asyncio.wait({starting})
+            starting.add_done_callback(retrieve)
+            return EXIT_OK
         try:
-            rt = await app.start()
+            rt = starting.result()
         except ApplicationStartError as exc:
             _log.error("%s", exc, exc_info=exc.__cause__)
             return EXIT_FAILED
         try:
-            if control_socket is not None:
-                from aiotp.ops.control import serve_control
-
-                server = await serve_control(rt, control_socket)
-                closers.append(server.close)
-                _log.info("control socket: %s", control_socket)
-            if metrics_port is not None:
-                from aiotp.ops.metrics import serve_metrics
-
-                exporter = serve_metrics(rt, port=metrics_port)
-                closers.append(_async(exporter.close))
-                _log.info("metrics: http://127.0.0.1:%d/metrics", exporter.port)
+            try:
+                await _open_endpoints(rt, control_socket, metrics_port, closers)
+            except Exception as exc:
+                print(f"aiotp run: {exc}", file=sys.stderr)
+                return EXIT_USAGE
             _log.info("application %r running (pid %d)", app.name, os.getpid())
             return await _until_stop(app, stop_asked, signals)
         finally:
@@ -129,6 +153,28 @@ async def _serve(app: Application, control_socket: str | None, metrics_port: int
             await app.stop()
     finally:
         signals.remove()
+
+
+async def _open_endpoints(
+    rt: Runtime,
+    control_socket: str | None,
+    metrics_port: int | None,
+    closers: list[Callable[[], Awaitable[None]]],
+) -> None:
+    """The control socket and the metrics endpoint; a failure (path in use, port taken) is
+    the operator's to fix: one line, exit 2, the application stopped."""
+    if control_socket is not None:
+        from aiotp.ops.control import serve_control
+
+        server = await serve_control(rt, control_socket)
+        closers.append(server.close)
+        _log.info("control socket: %s", control_socket)
+    if metrics_port is not None:
+        from aiotp.ops.metrics import serve_metrics
+
+        exporter = serve_metrics(rt, port=metrics_port)
+        closers.append(_async(exporter.close))
+        _log.info("metrics: http://127.0.0.1:%d/metrics", exporter.port)
 
 
 async def _until_stop(app: Application, stop_asked: asyncio.Event, signals: StopSignals) -> int:

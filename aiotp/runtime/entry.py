@@ -36,19 +36,34 @@ def run(
     `runtime_options` go to `Runtime(...)` (e.g. ``shutdown_timeout=1.0``)."""
 
     async def _with_runtime() -> T:
-        task = asyncio.current_task()
-        assert task is not None
-        stop = StopSignals(asyncio.get_running_loop(), lambda _signum: task.cancel())
+        # `main` runs as its own task: a signal cancels main, never the shutdown that follows
+        # it (a signal during the normal end of `run` leaves that shutdown graceful).
+        main_task: list[asyncio.Task[T]] = []
+
+        def on_stop(_signum: int) -> None:
+            if main_task and not main_task[0].done():
+                main_task[0].cancel()
+
+        stop = StopSignals(asyncio.get_running_loop(), on_stop)
+        stopped_by_signal = False
         try:
             async with Runtime(**runtime_options) as rt:
                 assert callable(main)
-                return await main(rt)
-        except asyncio.CancelledError:
-            if stop.received is not None:
-                raise SystemExit(0) from None  # a graceful stop asked for by a signal
-            raise
+                main_task.append(asyncio.ensure_future(main(rt)))
+                if stop.received is not None:
+                    main_task[0].cancel()  # the signal came while the runtime started
+                try:
+                    result = await main_task[0]
+                except asyncio.CancelledError:
+                    this = asyncio.current_task()
+                    if stop.received is None or (this is not None and this.cancelling()):
+                        raise
+                    stopped_by_signal = True
         finally:
             stop.remove()
+        if stopped_by_signal:
+            raise SystemExit(0)  # a graceful stop asked for by a signal
+        return result
 
     async def _bare() -> T:
         assert inspect.isawaitable(main)

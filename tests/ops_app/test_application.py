@@ -134,3 +134,58 @@ async def test_start_twice_and_bad_settings_are_refused() -> None:
     await app.stop()
     with pytest.raises(aiotp.AiotpError, match="not running"):
         app.runtime  # noqa: B018
+
+
+async def test_stop_during_start_cancels_the_start() -> None:
+    app = Application("racy", [_spec("a"), _spec("b", delay=5.0)])
+    starting = asyncio.ensure_future(app.start())
+    while "start a" not in EVENTS:
+        await asyncio.sleep(0.005)
+    await app.stop()
+    assert app.state is AppState.STOPPED
+    with pytest.raises(ApplicationStartError, match="stopped while starting"):
+        await starting
+    assert app.state is AppState.STOPPED  # not RUNNING on a dead runtime
+    rt = app._runtime
+    assert rt is not None and not rt.running and rt.actors() == []
+
+
+async def test_wait_during_stop_returns_after_the_root_exited() -> None:
+    app = Application("w", [_spec("a")])
+    await app.start()
+    stopping = asyncio.ensure_future(app.stop())
+    await asyncio.sleep(0)
+    assert app.state is AppState.STOPPING
+    assert await app.wait() == "shutdown"
+    await stopping
+
+
+async def test_an_on_stop_that_swallows_cancellation_cannot_hold_the_stop() -> None:
+    release = asyncio.Event()
+    hooks: list[asyncio.Task[Any]] = []
+
+    async def stubborn(_rt: aiotp.Runtime) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        hooks.append(task)
+        while not release.is_set():
+            try:
+                await release.wait()
+            except asyncio.CancelledError:
+                continue  # refuses to be cancelled
+
+    app = Application("s", [_spec("a")], shutdown_timeout=0.2, on_stop=stubborn)
+    await app.start()
+    await asyncio.wait_for(app.stop(), 10.0)  # bounded by shutdown_timeout, not by the hook
+    assert EVENTS[-1] == "stop a"
+    assert app.state is AppState.STOPPED
+    (hook,) = hooks
+    assert not hook.done()  # still refusing: the stop did not wait for it
+    release.set()
+    await asyncio.wait_for(hook, 5.0)
+
+
+def test_non_finite_shutdown_timeout_is_refused() -> None:
+    for bad in (float("nan"), float("inf"), True):
+        with pytest.raises(ValueError, match="shutdown_timeout"):
+            Application("x", [], shutdown_timeout=bad)

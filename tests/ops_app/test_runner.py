@@ -20,14 +20,20 @@ from pathlib import Path
 import pytest
 
 APP = '''
-import asyncio, os
+import asyncio, os, time
 import aiotp
 
 MARK = os.environ["AIOTP_TEST_MARK"]
 
+def mark(line):
+    with open(MARK, "a") as f:
+        f.write(line + "\\n")
+
 class Holder(aiotp.Actor):
     async def init(self, label):
         self.label = label
+        mark(f"init {label}")
+        await asyncio.sleep(float(os.environ.get(f"AIOTP_TEST_INIT_SLEEP_{label}", "0")))
         if label == "fragile":
             self.send_after(float(os.environ.get("AIOTP_TEST_CRASH_AFTER", "3600")), "boom")
 
@@ -36,9 +42,9 @@ class Holder(aiotp.Actor):
             raise RuntimeError("fragile child gave up")
 
     async def terminate(self, reason):
-        with open(MARK, "a") as f:
-            f.write(f"{self.label} {reason}\\n")
+        mark(f"stop {self.label} {reason}")
         await asyncio.sleep(float(os.environ.get("AIOTP_TEST_SLOW_STOP", "0")))
+        time.sleep(float(os.environ.get("AIOTP_TEST_BLOCK_STOP", "0")))  # blocks the loop
 
 class Echo(aiotp.Adapter):
     @aiotp.tool
@@ -65,7 +71,7 @@ app = aiotp.Application(
     ],
     max_restarts=2,
     max_seconds=60.0,
-    shutdown_timeout=10.0,
+    shutdown_timeout=float(os.environ.get("AIOTP_TEST_SHUTDOWN", "10")),
     on_start=load if os.environ.get("AIOTP_TEST_LOAD") else None,
 )
 '''
@@ -122,8 +128,11 @@ class Runner:
         ).stdout
         return [int(p) for p in out.split()]
 
-    def stops(self) -> list[str]:
+    def marks(self) -> list[str]:
         return self.mark.read_text().splitlines() if self.mark.exists() else []
+
+    def stops(self) -> list[str]:
+        return [line[5:] for line in self.marks() if line.startswith("stop ")]
 
 
 def _gone(pid: int) -> bool:
@@ -176,12 +185,26 @@ def test_a_root_supervisor_that_gives_up_exits_1(tmp_path: Path) -> None:
 
 
 def test_bad_targets_exit_2_with_one_line(tmp_path: Path) -> None:
-    (tmp_path / "notanapp.py").write_text("app = 42\n")
+    (tmp_path / "notanapp.py").write_text(
+        "import aiotp\n"
+        "app = 42\n"
+        "class NotApp:\n    pass\n"
+        "def broken():\n    raise KeyError('settings')\n"
+        "async def factory():\n    pass\n"
+    )
+    (tmp_path / "raising.py").write_text("raise RuntimeError('no config')\n")
+    (tmp_path / "syntax.py").write_text("app = (\n")
     for target, fragment in (
         ("no_such_module:app", "cannot import 'no_such_module'"),
         ("notanapp:missing", "has no attribute 'missing'"),
         ("notanapp:app", "not an aiotp.Application"),
         ("notanapp", "expected module:attribute"),
+        ("notanapp:NotApp", "the class NotApp"),
+        ("notanapp:broken", "calling the factory 'notanapp:broken' failed: KeyError"),
+        ("notanapp:factory", "async function"),
+        ("notanapp:aiotp.Application", "the class Application"),
+        ("raising:app", "importing 'raising' failed: RuntimeError: no config"),
+        ("syntax:app", "importing 'syntax' failed: SyntaxError"),
     ):
         done = subprocess.run(
             [sys.executable, "-m", "aiotp", "run", target],
@@ -240,3 +263,51 @@ def test_control_socket_and_metrics_live_as_long_as_the_app(tmp_path: Path) -> N
 
 def stat_mode(path: Path) -> int:
     return path.stat().st_mode & 0o777
+
+
+def test_a_signal_during_start_up_stops_what_started(tmp_path: Path) -> None:
+    runner = Runner(tmp_path, env={"AIOTP_TEST_INIT_SLEEP_last": "600"})
+    deadline = time.monotonic() + 30
+    while "init last" not in runner.marks() and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert "init last" in runner.marks(), "never reached the slow child"
+    runner.proc.send_signal(signal.SIGTERM)
+    assert runner.proc.wait(timeout=30) == 0, runner.all_output()
+    # The children up before the slow one were stopped, in reverse order (gracefully: the
+    # root supervisor, still starting, stops what it had started).
+    assert runner.stops() == ["fragile shutdown", "first shutdown"], runner.marks()
+    assert "running" not in runner.all_output()
+
+
+def test_stop_is_bounded_when_children_hang_in_terminate(tmp_path: Path) -> None:
+    runner = Runner(tmp_path, env={"AIOTP_TEST_SLOW_STOP": "600", "AIOTP_TEST_SHUTDOWN": "1"})
+    runner.wait_for("application 'svc' running")
+    sent = time.monotonic()
+    runner.proc.send_signal(signal.SIGTERM)
+    assert runner.proc.wait(timeout=60) == 0, runner.all_output()
+    # One shutdown_timeout for the graceful stop, one for the kills: not one per stuck child.
+    assert time.monotonic() - sent < 30
+    assert runner.stops() == ["last shutdown"]  # stuck there; the rest were killed
+    assert "killing what is left" in runner.all_output()
+
+
+def test_a_second_signal_exits_even_while_the_loop_is_blocked(tmp_path: Path) -> None:
+    runner = Runner(tmp_path, env={"AIOTP_TEST_BLOCK_STOP": "600"})
+    runner.wait_for("application 'svc' running")
+    runner.proc.send_signal(signal.SIGTERM)
+    deadline = time.monotonic() + 20
+    while not runner.stops() and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert runner.stops() == ["last shutdown"], "the graceful stop never started"
+    time.sleep(0.1)  # it is now blocked in time.sleep inside terminate
+    runner.proc.send_signal(signal.SIGTERM)
+    assert runner.proc.wait(timeout=20) == 128 + signal.SIGTERM
+    assert "second SIGTERM during the stop" in runner.all_output()
+
+
+def test_a_control_socket_it_cannot_bind_is_one_line_and_exit_2(tmp_path: Path) -> None:
+    runner = Runner(tmp_path, "--control-socket", str(tmp_path / "no" / "such" / "dir.sock"))
+    assert runner.proc.wait(timeout=60) == 2
+    output = runner.all_output()
+    assert "aiotp run:" in output and "Traceback" not in output, output
+    assert runner.stops() == ["last shutdown", "fragile shutdown", "first shutdown"]
