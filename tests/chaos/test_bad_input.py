@@ -66,6 +66,9 @@ CASES: list[tuple[str, type[BaseException], Callable[[aiotp.Runtime], Awaitable[
 ]
 
 
+# An adapter that cannot be loaded is reported once at ERROR (a worker start failure, as a
+# supervisor's start error is in OTP) besides the typed error its caller gets.
+@pytest.mark.expect_errors("failed to start")
 @pytest.mark.parametrize(("case", "error", "action"), CASES, ids=[c[0] for c in CASES])
 async def test_bad_input_gets_a_typed_error_and_the_runtime_keeps_serving(
     prt: aiotp.Runtime, case: str, error: type[BaseException], action: Any
