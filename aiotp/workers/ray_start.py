@@ -1,4 +1,4 @@
-"""Starting Ray workers, and the runtime's connection to Ray (``profile="ray"``).
+"""Starting Ray workers (``profile="ray"``): the actor, its options, its handle once ready.
 
 ::
 
@@ -10,16 +10,7 @@ process; each worker is a Ray actor (`RayHost`) hosting the adapter, on whicheve
 places it. This module is imported only by pools of that profile: ``import aiotp`` never
 imports Ray.
 
-Connecting (`RayConnection`, one per runtime, the ``"aiotp.ray"`` extension):
-- Ray already initialised in this process (by you, before the pool starts): pools use it as it
-  is, and aiotp never shuts it down.
-- ``address=`` given: ``ray.init(address=...)`` joins that cluster.
-- Neither: a local Ray is started, bound to 127.0.0.1, with this machine's CPU count and no
-  dashboard (``log_to_driver=False``: workers' output stays in Ray's log files).
-Ray is process-wide, so the runtimes of one process share one connection: the last runtime
-that used a connection aiotp made closes it (``ray.shutdown()``) when it stops, which also ends
-a local Ray it started. ``ray.init`` and ``ray.shutdown`` block for seconds: they run in a
-thread, not on the loop.
+Connecting to Ray (joining ``address=`` or starting a local Ray) is ray_connect.py.
 
 Actors: named after their worker id (``"<pool>-<index>.<generation>.<tag>"``, the id the
 session store records for a session's pinned worker) in the Ray namespace named after the
@@ -38,96 +29,20 @@ from __future__ import annotations
 
 import asyncio
 import functools
-import os
-import threading
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 import ray
 
 from aiotp.workers.errors import WorkerStartError
+from aiotp.workers.ray_connect import ray_connection
 from aiotp.workers.ray_host import RayHost, concurrency_groups
 from aiotp.workers.ray_worker import RayWorker
 
 if TYPE_CHECKING:
-    from aiotp.runtime.runtime import Runtime
     from aiotp.workers.pool import Pool
 
-__all__ = ["KEY", "RayConnection", "ray_connection", "start_ray_worker"]
-
-KEY = "aiotp.ray"
-
-# Ray is one per process: whether aiotp initialised it, and how many runtimes use that.
-_guard = threading.Lock()
-_ours = False
-_users = 0
-
-
-class RayConnection:
-    """A runtime's use of Ray (see the module docstring); closed with the runtime."""
-
-    def __init__(self, rt: Runtime) -> None:
-        self.rt = rt
-        self.joined = False
-        self.owner = False  # this runtime counts among the users of a Ray aiotp initialised
-        self._lock = asyncio.Lock()
-
-    async def ensure(self, address: str | None) -> None:
-        """Connected, joining `address` or starting a local Ray when Ray is not initialised."""
-        if self.joined:
-            return
-        async with self._lock:
-            if self.joined:
-                return
-            loop = asyncio.get_running_loop()
-            await loop.run_in_executor(None, self._join, address)
-            self.joined = True
-
-    def _join(self, address: str | None) -> None:
-        global _ours, _users
-        with _guard:
-            if ray.is_initialized():
-                if _ours:
-                    _users += 1
-                    self.owner = True
-                return
-            options: dict[str, Any] = {"log_to_driver": False, "namespace": self.rt.name}
-            if address is None:
-                # A local Ray on loopback only: nothing of it listens beyond this machine. The
-                # address is given explicitly (this process read Ray's loopback switch when it
-                # imported Ray); the switch is set for the processes Ray starts. Not when
-                # joining: a driver on another machine must advertise its real address.
-                os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
-                options.update(
-                    num_cpus=os.cpu_count() or 1,
-                    include_dashboard=False,
-                    _node_ip_address="127.0.0.1",
-                )
-            else:
-                options["address"] = address
-            ray.init(**options)
-            _ours, _users = True, _users + 1
-            self.owner = True
-
-    async def close(self) -> None:
-        if not self.owner:
-            return
-        self.owner = False
-        await asyncio.get_running_loop().run_in_executor(None, _release)
-
-
-def _release() -> None:
-    global _ours, _users
-    with _guard:
-        _users -= 1
-        if _users == 0 and _ours:
-            _ours = False
-            ray.shutdown()
-
-
-def ray_connection(rt: Runtime) -> RayConnection:
-    conn: RayConnection = rt.extension(KEY, RayConnection)
-    return conn
+__all__ = ["actor_options", "start_ray_worker"]
 
 
 @functools.cache
@@ -155,7 +70,7 @@ async def start_ray_worker(pool: Pool, worker_id: str) -> RayWorker:
     actor is killed and `WorkerStartError` names the worker."""
     cfg = pool.config
     try:
-        await ray_connection(pool.rt).ensure(cfg.address)
+        await ray_connection(pool.rt).ensure(cfg.address, cfg.start_timeout)
     except Exception as exc:
         raise WorkerStartError(
             f"worker {worker_id}: cannot connect to Ray ({cfg.address or 'local'}): "

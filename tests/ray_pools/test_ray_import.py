@@ -7,6 +7,7 @@ re-parented away from us when that process exits).
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import textwrap
@@ -16,12 +17,15 @@ HERE = Path(__file__).resolve().parent
 
 
 def run(code: str, timeout: float = 120.0) -> str:
+    # Not the fixtures' loopback switch: the library must set it for a Ray it starts itself.
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"}
     done = subprocess.run(
         [sys.executable, "-c", textwrap.dedent(code)],
         capture_output=True,
         text=True,
         timeout=timeout,
         cwd=HERE,
+        env=env,
     )
     assert done.returncode == 0, f"exit {done.returncode}\n{done.stdout}\n{done.stderr[-3000:]}"
     return done.stdout
@@ -72,3 +76,24 @@ def test_a_runtime_starts_a_loopback_ray_and_stops_it_with_itself() -> None:
         """
     )
     assert out.split() == ["127.0.0.1", "auto", "False", "0"]
+
+
+def test_an_unreachable_address_is_a_start_error_within_start_timeout() -> None:
+    out = run(
+        """
+        import asyncio, time
+        import aiotp
+
+        async def main():
+            async with aiotp.Runtime() as rt:
+                started = time.monotonic()
+                try:
+                    await rt.start_pool("far", "ray_adapters:RayEcho", profile="ray", size=1,
+                                        address="127.0.0.1:1", start_timeout=2.0)
+                except aiotp.WorkerStartError as exc:
+                    print("did not connect" in str(exc), time.monotonic() - started < 60)
+
+        asyncio.run(main())
+        """
+    )
+    assert out.split() == ["True", "True"]
