@@ -51,6 +51,11 @@ Defaults and why:
   read from ``/proc/<pid>/statm`` at every heartbeat interval (every 2 s with
   ``heartbeat=None``), and a worker past the limit is recycled gracefully, like ``ttl``. A leak
   thus costs a restart, not an OOM kill that fails every request the worker held.
+- ``ray_options=None``, ``address=None`` (``profile="ray"`` only, see ray_start.py and
+  ray_connect.py): Ray's defaults for each actor, and a local loopback Ray started on first use
+  unless Ray is initialised already. Only `RAY_OPTIONS` keys are accepted: actor names,
+  namespaces and restarts are aiotp's (restarts off in Ray, so supervision is the pool's).
+  ``pipeline`` applies to Ray workers as to process workers (requests queued in the actor).
 - Recycling (``ttl``, ``max_requests``, ``max_memory_mb``) whose replacement fails to start is
   retried after 1 s, doubling up to 30 s (or ``ttl`` when shorter); the old worker keeps
   serving meanwhile (up to its ``max_requests`` bound), so a flaky start costs no capacity.
