@@ -89,30 +89,34 @@ async def test_unresponsive_independent_worker_is_reported_kept_and_recovers(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     # Heartbeats run on the virtual clock: misses come only when the test crosses a deadline,
-    # never from a loaded machine's scheduling noise.
-    hb = aiotp.Heartbeat(interval=1.0, timeout=4.0, max_missed=2, dependent=False)
+    # never from a loaded machine's scheduling noise. A deadline crossed while the ping is in
+    # flight counts once that ping has had its real grace (min(timeout, cap) s): wait for it.
+    hb = aiotp.Heartbeat(interval=1.0, timeout=2.0, max_missed=2, dependent=False)
     await rt.start_pool("p", LIFECYCLE, profile=profile, size=1, heartbeat=hb)
     before = await rt.execute("p", "whoami", {})
     worker = rt.pool_stats("p").workers[0]
     release = tmp_path / "release"
     caplog.set_level(logging.INFO, logger="aiotp.pool")
+    missed = lambda: len(named(events, "heartbeat", "missed"))  # noqa: E731
 
     # The worker's only thread is held until we release it: every ping in between is missed.
     blocked = asyncio.ensure_future(
         rt.execute("p", "block_until", {"path": str(release)}, timeout=60)
     )
     await wait_until(lambda: rt.pool_stats("p").busy == 1)  # pings queue behind it now
-    # Pings go out at 1, 2, 3, ... s; the first misses at 5 s, the second (max_missed) at 6 s.
-    await virtual_clock.advance(5.5)
-    assert len(named(events, "heartbeat", "missed")) == 1
+    # Ticks at 1, 2, 3, ... s; the first misses at 3 s, the second (max_missed) at 4 s.
+    await virtual_clock.advance(3.5)
+    await wait_until(lambda: missed() == 1)
+    await virtual_clock.advance(0)  # anything else due would have run now
+    assert missed() == 1
     assert not named(events, "heartbeat", "unhealthy")
     await virtual_clock.advance(0.5)
-    assert named(events, "heartbeat", "unhealthy")
-    missed = named(events, "heartbeat", "missed")
-    assert len(missed) == hb.max_missed  # really missed, not merely slow once
-    # Keep it unhealthy for more misses: still one report, and nobody kills it.
+    await wait_until(lambda: named(events, "heartbeat", "unhealthy"))
+    assert missed() == hb.max_missed  # really missed, not merely slow once
+    # Keep it unhealthy for more misses (the ticks of 3 to 6 s): still one report, and nobody
+    # kills it.
     await virtual_clock.advance(4.0)
-    assert len(named(events, "heartbeat", "missed")) == 3 * hb.max_missed
+    await wait_until(lambda: missed() == 3 * hb.max_missed)
     assert not blocked.done()
     assert len(named(events, "heartbeat", "unhealthy")) == 1
     (_, measurements, metadata) = named(events, "heartbeat", "unhealthy")[0]
@@ -140,14 +144,15 @@ async def test_unresponsive_independent_worker_is_reported_kept_and_recovers(
 async def test_dependent_heartbeat_still_replaces_a_hung_worker(
     rt: aiotp.Runtime, virtual_clock: VirtualClock, events: list[Any], tmp_path: Path
 ) -> None:
-    hb = aiotp.Heartbeat(interval=1.0, timeout=4.0, max_missed=2)
+    hb = aiotp.Heartbeat(interval=1.0, timeout=2.0, max_missed=2)
     await rt.start_pool("p", LIFECYCLE, profile="process", size=1, heartbeat=hb)
     old_pid = rt.pool_stats("p").workers[0].pid
     call = asyncio.ensure_future(
         rt.execute("p", "block_until", {"path": str(tmp_path / "never")}, timeout=60)
     )
     await wait_until(lambda: rt.pool_stats("p").busy == 1)
-    await virtual_clock.advance(6.0)  # the second miss (max_missed) comes at 2 + 4 s
+    # The second miss (max_missed) comes at 2 + 2 s, once the ping had its real grace (2 s).
+    await virtual_clock.advance(4.0)
     with pytest.raises(aiotp.WorkerCrashed):
         await call
     await wait_until(
