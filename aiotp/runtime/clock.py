@@ -27,7 +27,15 @@ the order they were set), and after each one lets the loop run until every task 
 again: an actor's reaction to a timer (a reply, a new timer, a restart) happens before the next
 timer fires, and a timer that reaction sets fires in the same `advance` if it is due by then.
 The same scenario therefore gives the same order of events on every run. It does not wait for
-real I/O: a task blocked on a worker process or a thread is blocked, whatever it waits for.
+real I/O: a task blocked on a worker process or a thread is blocked, whatever it waits for (so
+what waits on real I/O past a virtual deadline, a heartbeat's ping, gives it a bounded real grace
+of its own: aiotp.workers.heartbeat). A task that never blocks (a busy ``await asyncio.sleep(0)``
+loop) would keep every settle from ending: the first settle that gives up on it names it in one
+WARNING on the ``aiotp.clock`` logger, and from then on this clock does not wait for it.
+
+Time is a float: ``advance(0.1)`` ten times reads 0.9999999999999999, not 1.0, and a timer due
+at 1.0 has not fired. Advance by amounts that add up exactly (binary fractions: 0.25, 0.5, 1),
+or to an absolute time with `VirtualClock.advance_to`.
 
 It is not a patched event loop (``loop.time()`` and ``asyncio.sleep`` keep real time), so
 libraries and worker I/O behave as in production; only aiotp's own time-based features move.
@@ -39,8 +47,11 @@ import asyncio
 import contextvars
 import heapq
 import itertools
+import logging
 import math
+import numbers
 import time
+import weakref
 from collections.abc import Callable
 from typing import Any, Protocol
 
@@ -48,17 +59,24 @@ from aiotp.errors import AiotpError
 
 __all__ = ["Clock", "ClockError", "RealClock", "TimerHandle", "VirtualClock"]
 
+_log = logging.getLogger("aiotp.clock")
+
 # A settle gives up waiting for the loop to go quiet after this many turns: a task that yields
-# without ever blocking (a busy ``await asyncio.sleep(0)`` loop) must not hang `advance`.
+# without ever blocking (a busy ``await asyncio.sleep(0)`` loop) must not hang `advance`. A task
+# runnable in at least half of them is taken for such a loop (named once, then not waited for).
 _MAX_SETTLE_TURNS = 10_000
-# Timers firing at one instant, each setting another at that instant, are a loop that never
-# lets time move: past this many in one `advance`, it is refused as a bug.
+# Timers set during an `advance` while time stood at the instant they are due for (a reaction
+# setting a zero-delay timer, which sets another, ...) are a loop that never lets time move:
+# past this many at one instant, it is refused as a bug. Timers set earlier for that instant
+# (any number of independent ``call_later(1.0)``) do not count.
 _MAX_SAME_INSTANT = 100_000
 
 
 class ClockError(AiotpError):
-    """A clock was misused: advancing a real clock, a negative or non-finite advance, or two
-    `advance` calls at once. Nothing moved; the clock's time is what it was."""
+    """A clock was misused: advancing a real clock, a negative or non-finite advance (or one
+    whose target time overflows to infinity), or two `advance` calls at once. Nothing moved;
+    the clock's time is what it was. (Also raised, after time moved, by a timer loop that never
+    lets time move on: see ``_MAX_SAME_INSTANT``.)"""
 
 
 class TimerHandle(Protocol):
@@ -101,7 +119,7 @@ class RealClock(Clock):
     now = staticmethod(time.monotonic)
 
     def call_later(self, delay: float, callback: Callable[..., None], *args: Any) -> TimerHandle:
-        return asyncio.get_running_loop().call_later(delay, callback, *args)
+        return asyncio.get_running_loop().call_later(_delay(delay), callback, *args)
 
     async def sleep(self, seconds: float) -> None:
         await asyncio.sleep(seconds)
@@ -119,13 +137,25 @@ class RealClock(Clock):
 class VirtualTimer:
     """One pending ``call_later`` of a `VirtualClock`."""
 
-    __slots__ = ("_args", "_callback", "_cancelled", "_clock", "_context", "_fired", "_when")
+    __slots__ = (
+        "_args",
+        "_callback",
+        "_cancelled",
+        "_chained",
+        "_clock",
+        "_context",
+        "_fired",
+        "_when",
+    )
 
     def __init__(
         self, clock: VirtualClock, when: float, callback: Callable[..., None], args: tuple[Any, ...]
     ) -> None:
         self._clock = clock
         self._when = when
+        # Set by a reaction during an advance, due at the very instant it was set: the kind of
+        # timer that, chained, never lets time move (_MAX_SAME_INSTANT).
+        self._chained = clock._advancing and when == clock._now
         self._callback = callback
         self._args = args
         self._cancelled = False
@@ -177,6 +207,8 @@ class VirtualClock(Clock):
         self._seq = itertools.count()  # ties at one instant fire in the order they were set
         self._live = 0  # timers set and neither fired nor cancelled
         self._advancing = False
+        # Tasks a settle found never blocking (busy loops): named once, then not waited for.
+        self._busy: weakref.WeakSet[asyncio.Task[Any]] = weakref.WeakSet()
 
     def __repr__(self) -> str:
         return f"<VirtualClock now={self._now:g} pending={self._live}>"
@@ -197,7 +229,8 @@ class VirtualClock(Clock):
 
     def call_later(self, delay: float, callback: Callable[..., None], *args: Any) -> TimerHandle:
         # A negative or zero delay means "as soon as time is next looked at", as on the loop.
-        when = self._now + max(float(delay), 0.0)
+        # NaN or infinity is refused: a NaN timer sorts nowhere and would freeze every advance.
+        when = self._now + max(_delay(delay), 0.0)
         timer = VirtualTimer(self, when, callback, args)
         heapq.heappush(self._heap, (when, next(self._seq), timer))
         self._live += 1
@@ -221,38 +254,97 @@ class VirtualClock(Clock):
         Before the first timer and after each one the loop runs until every other task is
         blocked, so what a timer sets off is finished (or waiting on real I/O) before time
         moves on. ``advance(0)`` fires what is due now. `ClockError` for a negative or
-        non-finite amount, or while another `advance` of this clock runs.
+        non-finite amount, one whose target overflows to infinity, or while another `advance`
+        of this clock runs. Amounts add up as floats do (module docstring: `advance_to`).
         """
         if isinstance(seconds, bool) or not isinstance(seconds, int | float):
             raise ClockError(f"advance takes seconds as a number, got {seconds!r}")
         if not _finite(seconds) or seconds < 0:
             raise ClockError(f"cannot advance by {seconds!r}: time only moves forward")
+        await self._run_until(self._now + seconds, f"advance by {seconds!r}")
+
+    async def advance_to(self, when: float) -> None:
+        """Move time forward to exactly `when` (as `advance`): ``now()`` then reads `when`,
+        with no float drift from adding up steps. `ClockError` if `when` is in the past or is
+        not a finite number."""
+        if isinstance(when, bool) or not isinstance(when, int | float):
+            raise ClockError(f"advance_to takes a time as a number, got {when!r}")
+        if not _finite(when) or when < self._now:
+            raise ClockError(f"cannot advance to {when!r}: now is {self._now!r}")
+        await self._run_until(float(when), f"advance to {when!r}")
+
+    async def _run_until(self, target: float, what: str) -> None:
+        if not math.isfinite(target):
+            raise ClockError(f"cannot {what}: from {self._now!r} that overflows to {target!r}")
         if self._advancing:
             raise ClockError("this clock is already being advanced (by another task)")
         self._advancing = True
         try:
-            target = self._now + seconds
-            await _settle()
+            await self._settle()
             same_instant = 0
             heap = self._heap
             while heap and heap[0][0] <= target:
                 when, _, timer = heapq.heappop(heap)
                 if timer._cancelled:
                     continue
-                same_instant = same_instant + 1 if when == self._now else 0
-                if same_instant > _MAX_SAME_INSTANT:
-                    raise ClockError(
-                        f"more than {_MAX_SAME_INSTANT} timers fired at t={when:g}, each "
-                        "setting another for the same instant: time can never move on"
-                    )
-                self._now = max(self._now, when)
+                if when > self._now:
+                    self._now = when
+                    same_instant = 0
+                if timer._chained:
+                    same_instant += 1
+                    if same_instant > _MAX_SAME_INSTANT:
+                        raise ClockError(
+                            f"more than {_MAX_SAME_INSTANT} timers fired at t={when:g}, each "
+                            "set for that very instant while time stood at it: time can never "
+                            "move on"
+                        )
                 self._live -= 1
                 timer._fired = True  # a late cancel() is a no-op and counts nothing
                 timer._run()
-                await _settle()
+                await self._settle()
             self._now = max(self._now, target)
         finally:
             self._advancing = False
+
+    async def _settle(self) -> None:
+        """Let the loop run until no task but ours can run: each other task is blocked on a
+        future that is not done (a mailbox, a virtual timer, real I/O). Two quiet turns in a
+        row are needed, so that a plain callback queued by the last runnable task (a waker)
+        has run too.
+
+        Reads the tasks' ``_fut_waiter`` (present on asyncio's and uvloop's tasks alike);
+        bounded by `_MAX_SETTLE_TURNS` turns of the loop. A task that was runnable in half of
+        them or more never blocks: it is named in one WARNING and not waited for again (else
+        each settle of every later advance would burn those turns too).
+        """
+        current = asyncio.current_task()
+        busy = self._busy
+        runnable: dict[asyncio.Task[Any], int] = {}
+        quiet = 0
+        for _ in range(_MAX_SETTLE_TURNS):
+            await asyncio.sleep(0)
+            running = False
+            for t in asyncio.all_tasks():
+                if t is not current and not t.done() and not _blocked(t) and t not in busy:
+                    runnable[t] = runnable.get(t, 0) + 1
+                    running = True
+            if running:
+                quiet = 0
+                continue
+            quiet += 1
+            if quiet >= 2:
+                return
+        found = [t for t, n in runnable.items() if n * 2 >= _MAX_SETTLE_TURNS and not t.done()]
+        busy.update(found)
+        _log.warning(
+            "VirtualClock: %s kept running for %d turns of the loop without ever blocking "
+            "(a busy loop such as `while True: await asyncio.sleep(0)`); advance no longer "
+            "waits for %s, so what %s does is not ordered with the timers",
+            ", ".join(repr(t.get_name()) for t in found) or "some task",
+            _MAX_SETTLE_TURNS,
+            "it" if len(found) == 1 else "them",
+            "it" if len(found) == 1 else "they",
+        )
 
     async def advance_to_next(self) -> bool:
         """Advance exactly to the next pending timer and fire it (and whatever else is due
@@ -260,7 +352,7 @@ class VirtualClock(Clock):
         deadline = self.next_deadline()
         if deadline is None:
             return False
-        await self.advance(max(deadline - self._now, 0.0))
+        await self.advance_to(max(deadline, self._now))
         return True
 
 
@@ -273,27 +365,18 @@ def _finite(value: Any) -> bool:
     return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
 
 
+def _delay(delay: Any) -> float:
+    """A timer's delay as a float: TypeError for what is not a number, ValueError for NaN or
+    infinity (a NaN timer sorts nowhere, an infinite one never fires: both are bugs)."""
+    if not isinstance(delay, numbers.Real):
+        raise TypeError(f"a timer's delay must be a number of seconds, got {delay!r}")
+    value = float(delay)
+    if not math.isfinite(value):
+        raise ValueError(f"a timer's delay must be finite, got {delay!r}")
+    return value
+
+
 def _blocked(task: asyncio.Task[Any]) -> bool:
     """True when `task` waits on a future that is not done yet (it cannot run on its own)."""
     waiter = getattr(task, "_fut_waiter", None)
     return waiter is not None and not waiter.done()
-
-
-async def _settle() -> None:
-    """Let the loop run until no task but ours can run: each other task is blocked on a future
-    that is not done (a mailbox, a virtual timer, real I/O). Two quiet turns in a row are
-    needed, so that a plain callback queued by the last runnable task (a waker) has run too.
-
-    Reads the tasks' ``_fut_waiter`` (present on asyncio's and uvloop's tasks alike); bounded
-    by `_MAX_SETTLE_TURNS` turns of the loop.
-    """
-    current = asyncio.current_task()
-    quiet = 0
-    for _ in range(_MAX_SETTLE_TURNS):
-        await asyncio.sleep(0)
-        if any(t is not current and not t.done() and not _blocked(t) for t in asyncio.all_tasks()):
-            quiet = 0
-            continue
-        quiet += 1
-        if quiet >= 2:
-            return

@@ -27,6 +27,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import logging
+import math
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
 from enum import Enum
 from typing import TYPE_CHECKING, Any, TypeVar, Unpack
@@ -291,9 +292,16 @@ class Runtime:
             ref.send(msg)
 
     def send_after(self, target: ActorRef, seconds: float, msg: Any) -> Timer:
-        """Deliver `msg` to `target`'s handle_info after `seconds` (cancellable)."""
-        if seconds < 0:
-            raise ValueError(f"send_after delay must be >= 0, got {seconds!r}")
+        """Deliver `msg` to `target`'s handle_info after `seconds` (cancellable). ValueError
+        for a negative or non-finite delay (NaN would freeze a virtual clock's time), TypeError
+        for one that is not a number."""
+        try:
+            ok = 0 <= seconds < math.inf  # one chained comparison: False for NaN too
+        except TypeError:
+            msg_ = f"send_after delay must be a number of seconds, got {seconds!r}"
+            raise TypeError(msg_) from None
+        if not ok:
+            raise ValueError(f"send_after delay must be finite and >= 0, got {seconds!r}")
         timer = Timer(target)
         if target._phase is Phase.DEAD:
             timer.fired = True

@@ -288,3 +288,137 @@ async def test_the_same_scenario_gives_the_same_event_order_every_run() -> None:
     assert first == second
     times = [t for t, _, _ in first]
     assert times == sorted(times)  # never out of time order
+
+
+# -- refused inputs and limits (hostile review) --------------------------------------------
+
+
+class After(aiotp.Actor):
+    """Sets a timer of the delay it is cast; records what fires and what send_after raised."""
+
+    async def init(self, log: list[Any]) -> None:
+        self.log = log
+
+    async def handle_cast(self, msg: Any) -> None:
+        delay, what = msg
+        try:
+            self.send_after(delay, what)
+        except (TypeError, ValueError) as exc:
+            self.log.append((type(exc).__name__, str(exc)))
+
+    async def handle_info(self, msg: Any) -> None:
+        self.log.append((self.runtime.clock.now(), msg))
+
+
+@pytest.mark.parametrize(
+    ("bad", "error"),
+    [(math.nan, ValueError), (math.inf, ValueError), (-1.0, ValueError), ("1", TypeError)],
+)
+async def test_send_after_refuses_a_delay_that_would_freeze_or_break_time(
+    vrt: aiotp.Runtime, clock: VirtualClock, bad: Any, error: type[Exception]
+) -> None:
+    log: list[Any] = []
+    a = await vrt.spawn(After, log)
+    await a.cast((bad, "bad"))
+    await a.cast((1.0, "one"))
+    await a.cast((2.0, "two"))
+    await clock.advance(0)
+    assert log[0][0] == error.__name__ and repr(bad) in log[0][1]
+    # Time still moves: before, a NaN timer sorted first and stopped every later one.
+    await clock.advance(10)
+    assert log[1:] == [(1.0, "one"), (2.0, "two")]
+    assert clock.now() == 10.0 and clock.pending() == 0
+    with pytest.raises(error, match="delay"):
+        vrt.send_after(a, bad, "direct")
+    await vrt.stop(a)
+
+
+@pytest.mark.parametrize(
+    ("bad", "error"), [(math.nan, ValueError), (-math.inf, ValueError), (None, TypeError)]
+)
+async def test_clock_call_later_refuses_non_finite_or_non_numeric_delays(
+    clock: VirtualClock, bad: Any, error: type[Exception]
+) -> None:
+    with pytest.raises(error, match=repr(bad)):
+        clock.call_later(bad, print)
+    with pytest.raises(error, match=repr(bad)):
+        RealClock().call_later(bad, print)
+    assert clock.pending() == 0
+    fired: list[float] = []
+    clock.call_later(1, lambda: fired.append(clock.now()))
+    await clock.advance(5)
+    assert fired == [1.0]
+
+
+async def test_independent_timers_at_one_instant_are_not_a_loop(
+    clock: VirtualClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The guard's limit made small so the test is quick; the rule is what is checked.
+    import aiotp.runtime.clock as clock_module
+
+    monkeypatch.setattr(clock_module, "_MAX_SAME_INSTANT", 100)
+    fired: list[int] = []
+    for i in range(102):  # set at 0 for 1: load, not a loop
+        clock.call_later(1.0, fired.append, i)
+    await clock.advance(1)
+    assert fired == list(range(102))
+
+    def again() -> None:  # each one sets the next for the very instant it fires at
+        fired.append(-1)
+        clock.call_later(0, again)
+
+    clock.call_later(1, again)
+    with pytest.raises(ClockError, match="very instant"):
+        await clock.advance(5)
+    assert fired.count(-1) == 101
+
+
+async def test_an_advance_that_overflows_to_infinity_is_refused(clock: VirtualClock) -> None:
+    await clock.advance(1e308)
+    with pytest.raises(ClockError, match="overflows"):
+        await clock.advance(1e308)
+    assert clock.now() == 1e308
+    with pytest.raises(ClockError):
+        await clock.advance_to(math.inf)
+
+
+async def test_advance_to_lands_exactly_where_added_up_steps_drift(clock: VirtualClock) -> None:
+    fired: list[float] = []
+    clock.call_later(1.0, lambda: fired.append(clock.now()))
+    for _ in range(10):
+        await clock.advance(0.1)
+    assert clock.now() < 1.0 and fired == []  # float drift: 0.9999999999999999
+    await clock.advance_to(1.0)
+    assert clock.now() == 1.0 and fired == [1.0]
+    with pytest.raises(ClockError, match="now is"):
+        await clock.advance_to(0.5)
+    with pytest.raises(ClockError):
+        await clock.advance_to("2")  # type: ignore[arg-type]
+    assert clock.now() == 1.0
+
+
+async def test_a_task_that_never_blocks_is_named_once_and_then_not_waited_for(
+    vrt: aiotp.Runtime, clock: VirtualClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    log: list[Any] = []
+    a = await vrt.spawn(Log, log)
+    stop = False
+
+    async def spinner() -> None:
+        while not stop:
+            await asyncio.sleep(0)
+
+    spin = asyncio.get_running_loop().create_task(spinner(), name="the-spinner")
+    try:
+        for i in range(5):
+            vrt.send_after(a, 1.0, i)
+            await clock.advance(1.0)
+    finally:
+        stop = True
+        await spin
+    # Every reaction still ran before time moved on.
+    assert log == [(float(i + 1), i) for i in range(5)]
+    warnings = [r for r in caplog.records if r.name == "aiotp.clock"]
+    assert len(warnings) == 1 and warnings[0].levelname == "WARNING"
+    assert "'the-spinner'" in warnings[0].getMessage()
+    await vrt.stop(a)
