@@ -14,6 +14,7 @@ import pytest
 from procs import descendants
 
 import aiotp
+from aiotp.ops.testing import record_summary, record_text
 
 ROOT = Path(__file__).resolve().parent.parent
 # Child processes started by tests (workers, parent-death scripts) import test adapters from here.
@@ -89,8 +90,8 @@ def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line(
         "markers",
         "expect_errors(*fragments): the test provokes ERROR log records on purpose (a crash it "
-        "checks); only records whose message holds one of the fragments are allowed (any record "
-        "when none are given)",
+        "checks); only records whose message or formatted exception holds one of the fragments are "
+        "allowed (any record when none are given)",
     )
 
 
@@ -114,10 +115,10 @@ def no_error_logs(request: pytest.FixtureRequest) -> Iterator[_ErrorRecords]:
     unexpected = [
         r
         for r in handler.records
-        if marker is None or (expected and not any(e in r.getMessage() for e in expected))
+        if marker is None or (expected and not any(e in record_text(r) for e in expected))
     ]
     if unexpected:
-        lines = "\n".join(f"  {r.name}: {r.getMessage()[:300]}" for r in unexpected[:10])
+        lines = "\n".join(f"  {r.name}: {record_summary(r)}" for r in unexpected[:10])
         pytest.fail(f"unexpected ERROR log records ({len(unexpected)}):\n{lines}")
 
 

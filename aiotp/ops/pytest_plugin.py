@@ -5,10 +5,14 @@ fixtures. Nothing here is autouse: a test gets these only by asking for them.
 
 - ``aiotp_runtime``: a running `aiotp.Runtime` for the test, shut down at its end. The test then
   fails (an error at teardown, each problem listed) if it left actors alive (stop them, or start
-  them with ``start_supervised``), tasks pending or child processes alive after the shutdown,
-  or if anything logged at ERROR during it. A test that provokes errors on purpose says so with
-  ``@pytest.mark.expect_errors("fragment", ...)`` (records holding a fragment are allowed; with
-  no fragment, any). The runtime's own on-demand services (the plans supervisor) are not leaks.
+  them with ``start_supervised``; a pool left running is named, with how to stop it), tasks it
+  started still pending or child processes alive after the shutdown, or if anything logged at
+  ERROR during it. Tasks that existed before the fixture (another fixture's server, a session
+  fixture's consumer) are neither reported nor cancelled. A test that provokes errors on
+  purpose says so with ``@pytest.mark.expect_errors("fragment", ...)``: records whose message
+  or formatted exception holds a fragment are allowed (so ``"asked to crash"`` allows an actor
+  crash with that reason); with no fragment, any. The runtime's own on-demand services (the
+  plans supervisor) are not leaks.
 - ``virtual_clock``: an `aiotp.VirtualClock`. A test that asks for both gets its runtime on it::
 
       async def test_session_expires(aiotp_runtime, virtual_clock):
@@ -22,7 +26,10 @@ fixtures. Nothing here is autouse: a test gets these only by asking for them.
   raises `StartChildError` (its reason in the message and ``.cause``), failing the test.
   ``await start_supervised.stop(id_or_ref)`` stops one earlier (``stop_supervised``).
 
-Fixture names are prefixed or explicit so that they never shadow a project's own ``rt``.
+Fixture names are prefixed or explicit so that they never shadow a project's own ``rt``. The
+plugin is loaded through its entry point; with autoloading off, load it with ``-p aiotp``. Not
+with ``pytest_plugins = ["aiotp.ops.pytest_plugin"]`` as well: pytest already has it under the
+name ``aiotp`` and refuses to register it a second time.
 """
 
 from __future__ import annotations
@@ -73,7 +80,14 @@ async def aiotp_runtime(request: pytest.FixtureRequest) -> AsyncIterator[Any]:
     """A runtime that fails the test on leftover actors, tasks, processes or ERROR logs."""
     import logging
 
-    from aiotp.ops.testing import ErrorRecords, descendants, leak_problems, leftover_actors
+    from aiotp.ops.testing import (
+        ErrorRecords,
+        descendants,
+        leak_problems,
+        leftover_problems,
+        record_summary,
+        task_snapshot,
+    )
     from aiotp.runtime.runtime import Runtime
 
     clock = (
@@ -82,6 +96,7 @@ async def aiotp_runtime(request: pytest.FixtureRequest) -> AsyncIterator[Any]:
         else None
     )
     processes_before = set(descendants())
+    tasks_before = task_snapshot()  # other fixtures' tasks: never reported, never cancelled
     errors = ErrorRecords()
     root = logging.getLogger()
     root.addHandler(errors)
@@ -89,19 +104,14 @@ async def aiotp_runtime(request: pytest.FixtureRequest) -> AsyncIterator[Any]:
     try:
         async with Runtime(shutdown_timeout=5.0, clock=clock) as rt:
             yield rt
-            left = leftover_actors(rt)
-            if left:
-                problems.append(
-                    f"{len(left)} actor(s) left alive at the end of the test (stop them, or "
-                    "start them with start_supervised): " + ", ".join(map(repr, left[:10]))
-                )
-        problems += await leak_problems(processes_before)
+            problems += leftover_problems(rt)
+        problems += await leak_problems(processes_before, tasks_before=tasks_before)
     finally:
         root.removeHandler(errors)
     marker = request.node.get_closest_marker("expect_errors")
     unexpected = errors.unexpected(None if marker is None else tuple(marker.args))
     if unexpected:
-        lines = "\n".join(f"  {r.name}: {r.getMessage()[:300]}" for r in unexpected[:10])
+        lines = "\n".join(f"  {r.name}: {record_summary(r)}" for r in unexpected[:10])
         problems.append(f"{len(unexpected)} ERROR log record(s):\n{lines}")
     if problems:
         pytest.fail("aiotp_runtime: " + "\n".join(problems), pytrace=False)

@@ -5,8 +5,12 @@
   the children in reverse start order, as a supervisor's shutdown does, so that the test's
   actors are gone before anyone checks for leftovers. A child that fails to start raises
   `StartChildError` naming it and carrying what its start raised.
-- `leak_problems` lists what a test left behind once its runtime has shut down: tasks still
-  pending and child processes still alive. `ErrorRecords` collects ERROR log records.
+- `leftover_problems` lists the actors a test left alive (a pool left running is one line
+  naming the pool, not its internal actors); `leak_problems` what it left behind once its
+  runtime has shut down: tasks it started still pending (never those that existed before the
+  test: another fixture's server, a session-scoped fixture's consumer) and child processes
+  still alive. `ErrorRecords` collects ERROR log records; an ``expect_errors`` fragment matches
+  a record's message or its formatted exception (`record_text`).
 
 The per-test supervisor is an ordinary `aiotp.Supervisor` (one_for_one, OTP's default intensity
 of 3 restarts in 5 s on the runtime's clock), so a child that crashes during the test is
@@ -20,6 +24,8 @@ import asyncio
 import logging
 import os
 import time
+import weakref
+from collections.abc import Iterable
 from typing import Any
 
 from aiotp.runtime.ref import ActorRef
@@ -29,7 +35,17 @@ from aiotp.supervisors.refs import SupervisorRef
 from aiotp.supervisors.spec import ChildSpec
 from aiotp.supervisors.supervisor import Supervisor
 
-__all__ = ["ErrorRecords", "Supervised", "descendants", "leak_problems", "leftover_actors"]
+__all__ = [
+    "ErrorRecords",
+    "Supervised",
+    "descendants",
+    "leak_problems",
+    "leftover_actors",
+    "leftover_problems",
+    "record_summary",
+    "record_text",
+    "task_snapshot",
+]
 
 #: Actors the runtime starts for itself on first use and owns until shutdown: not a leak.
 RUNTIME_SERVICES = frozenset({("aiotp", "plans")})
@@ -126,6 +142,81 @@ def leftover_actors(rt: Runtime) -> list[ActorRef]:
     return [ref for ref in rt.actors() if ref.name not in RUNTIME_SERVICES]
 
 
+def leftover_problems(rt: Runtime) -> list[str]:
+    """`leftover_actors`, as lines for a report: a pool still running is one line naming it
+    and how to stop it (its supervisor, workers and monitors are not listed one by one)."""
+    left = leftover_actors(rt)
+    if not left:
+        return []
+    registry = rt._extensions.get("aiotp.pools")  # no pool was ever started: none
+    roots = {
+        pool.supervisor: name
+        for name, pool in (getattr(registry, "pools", None) or {}).items()
+        if pool.supervisor is not None
+    }
+    pools: dict[str, int] = {}
+    others: list[ActorRef] = []
+    for ref in left:
+        name = _pool_of(ref, roots)
+        if name is None:
+            others.append(ref)
+        else:
+            pools[name] = pools.get(name, 0) + 1
+    problems = [
+        f"pool {name!r} still running ({n} actor(s)): stop it with rt.stop_pool({name!r}), or "
+        f"start it with start_supervised(aiotp.pool_spec({name!r}, ...))"
+        for name, n in pools.items()
+    ]
+    if others:
+        problems.append(
+            f"{len(others)} actor(s) left alive at the end of the test (stop them, or start "
+            "them with start_supervised): " + ", ".join(map(repr, others[:10]))
+        )
+    return problems
+
+
+def _pool_of(ref: ActorRef | None, roots: dict[Any, str]) -> str | None:
+    """The pool whose supervisor `ref` is or descends from (through its owners), or None."""
+    for _ in range(64):  # a pool's tree is four deep; bounded all the same
+        if ref is None:
+            return None
+        if ref in roots:
+            return roots[ref]
+        ref = ref.parent
+    return None
+
+
+def record_text(record: logging.LogRecord) -> str:
+    """What an ``expect_errors`` fragment is looked for in: the record's message, then its
+    formatted exception (type, reason, traceback) when it carries one, since an actor's crash
+    is logged as "<ref> crashed" with its reason only in the exception."""
+    text = record.getMessage()
+    exc_info = record.exc_info
+    if exc_info and exc_info[0] is not None:
+        text += "\n" + _FORMATTER.formatException(exc_info)
+    elif record.exc_text:
+        text += "\n" + record.exc_text
+    return text
+
+
+_FORMATTER = logging.Formatter()
+
+
+def record_summary(record: logging.LogRecord) -> str:
+    """The record's message and the last line of its exception (type and reason), for a
+    report: "<ref> crashed (ValueError: asked to crash)"."""
+    message = record.getMessage()
+    text = record_text(record)
+    if text != message:
+        message += " (" + text.rstrip().rsplit("\n", 1)[-1] + ")"
+    return message[:300]
+
+
+def task_snapshot() -> weakref.WeakSet[asyncio.Task[Any]]:
+    """The tasks alive now (weakly held): pass it to `leak_problems` as ``tasks_before``."""
+    return weakref.WeakSet(asyncio.all_tasks())
+
+
 class ErrorRecords(logging.Handler):
     """Collects every record at ERROR or above, from any thread, while installed."""
 
@@ -142,16 +233,29 @@ class ErrorRecords(logging.Handler):
             return list(self.records)
         if not allowed:
             return []
-        return [r for r in self.records if not any(a in r.getMessage() for a in allowed)]
+        return [r for r in self.records if not any(a in record_text(r) for a in allowed)]
 
 
-async def leak_problems(processes_before: set[int], settle: float = 5.0) -> list[str]:
+async def leak_problems(
+    processes_before: set[int],
+    settle: float = 5.0,
+    *,
+    tasks_before: Iterable[asyncio.Task[Any]] | None = None,
+) -> list[str]:
     """What is left after a runtime shut down: pending tasks (cancelled here, so that they do
     not outlive the test) and child processes not in `processes_before` (given `settle`
-    seconds to exit, since a killed worker takes a moment to be reaped)."""
+    seconds to exit, since a killed worker takes a moment to be reaped).
+
+    ``tasks_before`` (a `task_snapshot` taken when the test's runtime started) are never
+    reported nor cancelled: they belong to someone else (another fixture, a session-scoped
+    server), who ends them in their own time. None looks at every task of the loop.
+    """
     problems: list[str] = []
     current = asyncio.current_task()
-    tasks = [t for t in asyncio.all_tasks() if t is not current and not t.done()]
+    before = tasks_before if tasks_before is not None else ()
+    tasks = [
+        t for t in asyncio.all_tasks() if t is not current and not t.done() and t not in before
+    ]
     if tasks:
         problems.append(f"{len(tasks)} task(s) left pending: " + ", ".join(map(repr, tasks[:5])))
         for t in tasks:

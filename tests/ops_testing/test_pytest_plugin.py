@@ -257,3 +257,123 @@ async def test_without_it_the_clock_is_real(aiotp_runtime):
         "--durations=0",
     )
     result.assert_outcomes(passed=2)
+
+
+def test_tasks_of_other_fixtures_are_neither_reported_nor_cancelled(inner: Inner) -> None:
+    result = inner(
+        """
+import contextlib
+import pytest_asyncio
+
+@pytest_asyncio.fixture
+async def server():
+    # A fixture with a background task (a test server), set up before the runtime.
+    task = asyncio.get_running_loop().create_task(asyncio.Event().wait(), name="server")
+    yield task
+    assert not task.done(), "aiotp_runtime cancelled another fixture's task"
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+
+async def test_server_then_runtime(server, aiotp_runtime):
+    asyncio.get_running_loop().create_task(asyncio.sleep(3600), name="the-tests-own")
+""",
+        "-rE",
+    )
+    # The test's own forgotten task is still reported; the server's is not.
+    result.assert_outcomes(passed=1, errors=1)
+    result.stdout.fnmatch_lines(["*1 task(s) left pending*the-tests-own*"])
+    result.stdout.no_fnmatch_line("*cancelled another fixture's task*")
+
+
+def test_a_session_fixtures_task_survives_a_runtime_test(inner: Inner) -> None:
+    result = inner(
+        """
+import pytest_asyncio
+
+@pytest_asyncio.fixture(scope="session")
+async def consumer():
+    task = asyncio.get_running_loop().create_task(asyncio.Event().wait(), name="consumer")
+    yield task
+    task.cancel()
+
+async def test_one(consumer, aiotp_runtime):
+    assert not consumer.done()
+
+async def test_two(consumer):
+    assert not consumer.cancelled(), "cancelled by aiotp_runtime in test_one"
+""",
+        "-o",
+        "asyncio_default_fixture_loop_scope=session",
+        "-o",
+        "asyncio_default_test_loop_scope=session",
+    )
+    result.assert_outcomes(passed=2)
+
+
+@pytest.mark.expect_errors("crashed")
+def test_expect_errors_matches_a_crash_by_its_reason(inner: Inner) -> None:
+    result = inner(
+        """
+@pytest.mark.expect_errors("asked to crash")
+async def test_by_reason(start_supervised):
+    ref = await start_supervised(Counter, 1)
+    with pytest.raises(ValueError):
+        await ref.call("crash")
+
+@pytest.mark.expect_errors("another reason")
+async def test_other_reason(start_supervised):
+    ref = await start_supervised(Counter, 1)
+    with pytest.raises(ValueError):
+        await ref.call("crash")
+""",
+        "-rE",
+    )
+    result.assert_outcomes(passed=2, errors=1)
+    result.stdout.fnmatch_lines(["ERROR test_inner.py::test_other_reason*"])
+    # The report shows the reason too, not only "<ref> crashed".
+    result.stdout.fnmatch_lines(
+        ["*aiotp.actor: <ActorRef Counter*crashed (ValueError: asked to crash)"]
+    )
+
+
+def test_a_pool_left_running_is_named_with_how_to_stop_it(inner: Inner) -> None:
+    result = inner(
+        """
+async def test_forgets_its_pool(aiotp_runtime):
+    await aiotp_runtime.start_pool("p", "pool_adapters:Echo", profile="thread", size=1)
+    assert await aiotp_runtime.execute("p", "echo", {"value": 1}) == 1
+
+async def test_stops_its_pool(aiotp_runtime):
+    await aiotp_runtime.start_pool("p", "pool_adapters:Echo", profile="thread", size=1)
+    await aiotp_runtime.stop_pool("p")
+
+async def test_pool_and_an_actor(aiotp_runtime):
+    await aiotp_runtime.start_pool("q", "pool_adapters:Echo", profile="thread", size=1)
+    await aiotp_runtime.spawn(Counter, name="leaky")
+""",
+        "-rE",
+    )
+    result.assert_outcomes(passed=3, errors=2)
+    result.stdout.fnmatch_lines(
+        [
+            "*pool 'p' still running (5 actor(s)): stop it with rt.stop_pool('p'), or start it "
+            "with start_supervised(aiotp.pool_spec('p', ...))*"
+        ]
+    )
+    result.stdout.fnmatch_lines(["*pool 'q' still running*", "*1 actor(s) left alive*'leaky'*"])
+    result.stdout.no_fnmatch_line("*HeartbeatMonitor*")
+
+
+class _Crasher(aiotp.Actor):
+    async def handle_call(self, msg: object, caller: aiotp.Caller) -> object:
+        raise ValueError("a reason found only in the exception")
+
+
+@pytest.mark.expect_errors("a reason found only in the exception")
+async def test_the_suites_own_error_check_matches_the_exception_too(rt: aiotp.Runtime) -> None:
+    # tests/conftest.py's no_error_logs: the crash is logged as "<ref> crashed", its reason is
+    # only in the record's exception.
+    ref = await rt.spawn(_Crasher)
+    with pytest.raises(ValueError):
+        await ref.call("x")
