@@ -57,21 +57,28 @@ Inner = Callable[..., pytest.RunResult]
 
 @pytest.fixture
 def inner(pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch) -> Inner:
-    """``inner(body, *args, autoload=False)`` runs `body` (after ACTORS) in an inner session.
+    """``inner(body, *args, autoload=False, subprocess=False)`` runs `body` (after ACTORS) in
+    an inner session.
 
     Scanning every installed package for entry points costs about a second per session, so only
     the test of the entry point itself loads plugins that way; the others name the two they use.
+    A session that imports more of aiotp than this module did (pools) runs in a subprocess:
+    pytester drops what an in-process session imported, and the tests after it would then see
+    second copies of aiotp's classes.
     """
 
-    def run(body: str, *args: str, autoload: bool = False) -> pytest.RunResult:
+    def run(
+        body: str, *args: str, autoload: bool = False, subprocess: bool = False
+    ) -> pytest.RunResult:
         pytester.makeini(INI)
         pytester.makepyfile(test_inner=ACTORS + body)
+        runner = pytester.runpytest_subprocess if subprocess else pytester.runpytest
         if autoload:
             monkeypatch.delenv("PYTEST_DISABLE_PLUGIN_AUTOLOAD", raising=False)
-            return pytester.runpytest("-p", "no:cacheprovider", *args)
+            return runner("-p", "no:cacheprovider", *args)
         monkeypatch.setenv("PYTEST_DISABLE_PLUGIN_AUTOLOAD", "1")
         plugins = ("-p", "asyncio", "-p", "aiotp.ops.pytest_plugin", "-p", "no:cacheprovider")
-        return pytester.runpytest(*plugins, *args)
+        return runner(*plugins, *args)
 
     return run
 
@@ -353,6 +360,7 @@ async def test_pool_and_an_actor(aiotp_runtime):
     await aiotp_runtime.spawn(Counter, name="leaky")
 """,
         "-rE",
+        subprocess=True,
     )
     result.assert_outcomes(passed=3, errors=2)
     result.stdout.fnmatch_lines(
