@@ -101,9 +101,20 @@ class RayHost:
         self.box = box
         if not cls.thread_safe:
             self._serial = threading.Lock()
-        capacity = self.threads if cls.thread_safe else 1
-        ctx = ray.get_runtime_context()
-        node = ctx.get_node_id()
+        return self._ready_frame(box)
+
+    @ray.method(concurrency_group=CONTROL)
+    def describe(self) -> bytes:
+        """READY for a handle that attaches to this running worker from another runtime (an
+        app instance routing a session pinned here), without running ``setup()`` again: the
+        adapter and its sessions' state stay as they are. FAILED while setup has not run."""
+        if self.box is None:
+            return p.pack([p.FAILED, 0, "NotReady", "the worker has not finished setup", ""])
+        return self._ready_frame(self.box)
+
+    def _ready_frame(self, box: Toolbox) -> bytes:
+        capacity = self.threads if type(box.adapter).thread_safe else 1
+        node = ray.get_runtime_context().get_node_id()
         return p.pack([p.READY, 0, os.getpid(), box.names, capacity, sorted(box.idempotent), node])
 
     # -- lane ------------------------------------------------------------------------------

@@ -55,8 +55,14 @@ DEATH_WAIT = 5.0
 class RayWorker:
     """Handle to one worker actor (see the module docstring)."""
 
-    def __init__(self, actor: Any, worker_id: str, max_frame: int) -> None:
+    def __init__(
+        self, actor: Any, worker_id: str, max_frame: int, *, owned: bool = True, first_id: int = 1
+    ) -> None:
         self.actor = actor
+        # A handle of another runtime's worker (`owned=False`, see ray_guests.py) never kills
+        # it, and numbers its requests from `first_id` so that its cancels cannot name the
+        # owner's requests.
+        self.owned = owned
         self.worker_id = worker_id
         self.max_frame = max_frame
         self.pid: int | None = None  # the actor's process, on its node
@@ -69,7 +75,7 @@ class RayWorker:
         self.idempotent: frozenset[str] = frozenset()
         self._loop = asyncio.get_running_loop()
         self.closed: asyncio.Future[Any] = self._loop.create_future()
-        self._ids = itertools.count(1)
+        self._ids = itertools.count(first_id)
         # rid -> (the caller's future, the request's ticket, the Ray ref kept alive until done)
         self._pending: dict[int, tuple[asyncio.Future[Any], Ticket | None, Any]] = {}
         self._streams: dict[int, Stream] = {}
@@ -85,13 +91,15 @@ class RayWorker:
         return f"<RayWorker {self.worker_id} pid={self.pid}{where} in_flight={self.in_flight}>"
 
     # -- start -----------------------------------------------------------------------------
-    async def start(self) -> None:
+    async def start(self, attach: bool = False) -> None:
         """Run the adapter's ``setup()`` in the actor and learn its tools; `WorkerStartError`
-        when it fails. The watch call goes out first, so that a death during setup is seen."""
+        when it fails. The watch call goes out first, so that a death during setup is seen.
+        With `attach`, learn them from a worker already set up (by another runtime)."""
         self._watch = self.actor.watch.remote()
         _when_done(self._watch, self._watch_ended, self._loop)
+        method = self.actor.describe if attach else self.actor.ready
         try:
-            data = await _wait(self.actor.ready.remote(), self._loop)
+            data = await _wait(method.remote(), self._loop)
         except RayError as exc:
             raise WorkerStartError(
                 f"worker {self.worker_id}: its Ray actor died before it was ready: {exc}",
@@ -350,6 +358,9 @@ class RayWorker:
         """``ray.kill`` now; everything it held fails with `WorkerCrashed`. With `confirm` the
         handle stays open until Ray reports the death (`stop` waits for it)."""
         self._killed = True
+        if not self.owned:
+            self.gone("detached")  # another runtime's worker: ours to forget, not to kill
+            return
         with contextlib.suppress(Exception):
             ray.kill(self.actor, no_restart=True)
         if not confirm:
