@@ -263,7 +263,7 @@ __version__ = "0.1.0"
 
 
 # Submodules offered as attributes of the package (``aiotp.metrics.serve_metrics(rt)``).
-_MODULES: dict[str, str] = {"metrics": "aiotp.ops.metrics"}
+_MODULES: dict[str, str] = {"metrics": "aiotp.metrics"}
 
 
 def __getattr__(name: str) -> Any:

@@ -32,7 +32,10 @@ Guarantees:
 - The endpoint binds to 127.0.0.1 by default; a port in use or a bad host is a
   `MetricsServerError` at `serve`, with nothing left running.
 - `close` detaches every telemetry handler, stops the call timing it asked for and stops the
-  server, its thread joined; it is idempotent. A scrape in progress during `close` ends at once.
+  server, its thread joined; it is idempotent. A scrape in progress during `close` ends at once,
+  and `close` returns within about a second whatever the clients do (it runs on the loop).
+- One slow or stalled client does not hold the others: each request has a thread of its own
+  (16 at once) and a deadline (``scrape_timeout`` + 10 s) after which its socket is shut.
 - A scrape never hangs on a blocked loop: past ``scrape_timeout`` (default 5 s, the call
   default) it answers without the pool and actor metrics and ``aiotp_metrics_runtime_up`` 0.
 """
@@ -46,7 +49,7 @@ from prometheus_client import CollectorRegistry
 
 from aiotp.ops.metrics_collector import RuntimeCollector
 from aiotp.ops.metrics_events import EventMetrics
-from aiotp.ops.metrics_server import MetricsServer, MetricsServerError
+from aiotp.ops.metrics_server import REQUEST_TIMEOUT, MetricsServer, MetricsServerError
 from aiotp.runtime import call_timing
 from aiotp.runtime.errors import AiotpError
 
@@ -143,7 +146,9 @@ class Metrics:
         `AiotpError` if this exporter already serves or was closed."""
         if self._phase is not _Phase.INSTALLED:
             raise AiotpError(f"{self!r}: serve() needs an INSTALLED exporter")
-        self._server = MetricsServer(self.registry, port, host)
+        # A request's deadline leaves room for a scrape that waits `scrape_timeout` for the loop.
+        deadline = self._collector.timeout + REQUEST_TIMEOUT
+        self._server = MetricsServer(self.registry, port, host, deadline=deadline)
         self._move(_Phase.SERVING)
         return self._server.port
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextlib
 import inspect
 import logging
 from collections.abc import Callable, Iterator, Sequence
@@ -51,6 +52,38 @@ class _PoolRead:
     queue_wait: tuple[list[int], float]
 
 
+_COUNTERS = (
+    "requests",
+    "errors",
+    "cancelled",
+    "queue_timeouts",
+    "saturated",
+    "retries",
+    "restarts",
+)
+
+
+def _plus(a: _PoolRead, b: _PoolRead) -> _PoolRead:
+    """`a` with the counters and histograms of `b` added (the gauges are `a`'s)."""
+    stats = attrs.evolve(
+        a.stats, **{k: getattr(a.stats, k) + getattr(b.stats, k) for k in _COUNTERS}
+    )
+
+    def hist(x: tuple[list[int], float], y: tuple[list[int], float]) -> tuple[list[int], float]:
+        return [i + j for i, j in zip(x[0], y[0], strict=True)], x[1] + y[1]
+
+    return _PoolRead(stats, hist(a.latency, b.latency), hist(a.queue_wait, b.queue_wait))
+
+
+def _read_pool(pool: Any) -> _PoolRead:
+    d = pool.dispatcher
+    return _PoolRead(
+        pool.stats(),
+        (list(d.latency.counts), d.latency.sum),
+        (list(d.queue_wait.counts), d.queue_wait.sum),
+    )
+
+
 @attrs.frozen
 class _Read:
     """What one scrape read on the loop."""
@@ -65,11 +98,16 @@ class RuntimeCollector(Collector):
 
     def __init__(self, rt: Runtime, timeout: float = 5.0) -> None:
         self._rt = rt
-        self._timeout = timeout
+        self.timeout = timeout
         self._closed = False
         # Reads waiting for the loop: `close` cancels them, so that a scrape in progress does
         # not hold the exporter's close (which may run on that very loop) for `timeout`.
         self._waiting: set[concurrent.futures.Future[Any]] = set()
+        # Pool counters never go down within this exporter's life, though a pool stopped and
+        # started again under the same name counts from 0: what the instances of a name that
+        # are gone counted is kept here and added (read and changed on the loop only).
+        self._seen: dict[str, tuple[Any, _PoolRead]] = {}  # name: (instance, its last read)
+        self._gone: dict[str, _PoolRead] = {}  # name: sum of its earlier instances' counters
 
     def close(self) -> None:
         self._closed = True
@@ -97,7 +135,7 @@ class RuntimeCollector(Collector):
                 "metrics: runtime %r did not answer within %.1f s (its loop is blocked); "
                 "this scrape has no pool or actor metrics",
                 rt.name,
-                self._timeout,
+                self.timeout,
             )
         except RuntimeError:
             pass  # the loop closed under us: the runtime is gone
@@ -121,9 +159,11 @@ class RuntimeCollector(Collector):
                 done.set_exception(exc)
 
         self._waiting.add(done)
+        if self._closed:  # `close` may have gone through `_waiting` just before the add
+            done.cancel()
         try:
             loop.call_soon_threadsafe(run)
-            return done.result(self._timeout)
+            return done.result(self.timeout)
         except concurrent.futures.TimeoutError:
             done.cancel()
             raise TimeoutError from None
@@ -134,14 +174,20 @@ class RuntimeCollector(Collector):
         rt = self._rt
         timing = call_timing.timings.get(rt)
         reg = rt._extensions.get("aiotp.pools")  # not created here if no pool ever ran
-        pools = [
-            _PoolRead(
-                pool.stats(),
-                (list(pool.dispatcher.latency.counts), pool.dispatcher.latency.sum),
-                (list(pool.dispatcher.queue_wait.counts), pool.dispatcher.queue_wait.sum),
-            )
-            for pool in (list(reg.pools.values()) if reg is not None else [])
-        ]
+        current = {pool.name: pool for pool in (list(reg.pools.values()) if reg else [])}
+        for name, (old, last) in list(self._seen.items()):
+            if current.get(name) is not old:  # stopped (maybe started again): fold it in
+                with contextlib.suppress(Exception):  # else what the last scrape saw
+                    last = _read_pool(old)  # a stopped pool's counters no longer move
+                gone = self._gone.get(name)
+                self._gone[name] = last if gone is None else _plus(last, gone)
+                del self._seen[name]
+        pools = []
+        for name, pool in current.items():
+            read = _read_pool(pool)
+            self._seen[name] = (pool, read)
+            gone = self._gone.get(name)
+            pools.append(read if gone is None else _plus(read, gone))
         return _Read(len(rt.actors()), timing.snapshot() if timing else {}, pools)
 
     def _sessions(self) -> list[tuple[str, Any]] | None:
@@ -185,8 +231,10 @@ class RuntimeCollector(Collector):
 
         done = asyncio.run_coroutine_threadsafe(read(), rt.loop)
         self._waiting.add(done)
+        if self._closed:
+            done.cancel()
         try:
-            return done.result(self._timeout)
+            return done.result(self.timeout)
         except (concurrent.futures.TimeoutError, concurrent.futures.CancelledError):
             done.cancel()
             return None
@@ -289,7 +337,7 @@ class _PoolFamilies:
         )
         self.restarts = CounterMetricFamily(
             "aiotp_pool_worker_restarts",
-            "Workers restarted by the pool's supervisor after a death, since the pool started",
+            "Workers restarted by the pool's supervisor after a death",
             labels=labels,
         )
 

@@ -203,9 +203,10 @@ async def _attempt(
         telemetry.execute(("aiotp", "pool", "execute", "start"), {"system_time": time.time()}, meta)
     outcome = "error"
     ticket = Ticket()
-    sent = loop.time()
+    # The latency is a duration: perf_counter, not loop.time (1 ms steps under uvloop).
+    sent = time.perf_counter()
     try:
-        remaining = None if timeout is None else timeout - (sent - started)
+        remaining = None if timeout is None else timeout - (loop.time() - started)
         if remaining is not None and remaining <= 0:
             ticket.end()  # nothing was sent
             raise CallTimeout(f"pool {pool.name!r}: no time left to run {tool!r} after checkout")
@@ -231,7 +232,7 @@ async def _attempt(
                 raise failure from exc
         raise
     finally:
-        pool.dispatcher.latency.record(loop.time() - sent)
+        pool.dispatcher.latency.record(time.perf_counter() - sent)
         pool.release(slot, ticket, outcome, _after(pool, session, slot, mode))
     if observed:
         telemetry.execute(

@@ -29,6 +29,7 @@ import asyncio
 import collections
 import contextlib
 import math
+import time
 from collections.abc import Callable
 
 from aiotp.runtime import telemetry
@@ -335,7 +336,7 @@ class Dispatcher:
         # The timeout settles the future itself (no wait_for): a worker handed over and a
         # timeout can then never both happen, and a handed-over worker is never lost.
         timer = loop.call_later(wait, self._expire, fut, wait, slot)
-        queued_at = loop.time()
+        queued_at = time.perf_counter()  # a duration: loop.time has 1 ms steps under uvloop
         try:
             got = await fut
         except BaseException:
@@ -352,7 +353,7 @@ class Dispatcher:
             raise
         finally:
             timer.cancel()
-        self.queue_wait.record(loop.time() - queued_at)
+        self.queue_wait.record(time.perf_counter() - queued_at)
         return got
 
     def _forget(self, fut: Waiter, slot: WorkerSlot | None) -> None:
