@@ -24,7 +24,12 @@ Guarantees and defaults:
   that does not read its replies for ``write_timeout=10`` s is dropped. None of that is logged
   above DEBUG: it is the client's business.
 - `close()` is idempotent: it stops accepting, drops the clients, and removes the socket file
-  if it is still ours (a file another server put at the path since is left alone).
+  if it is still ours (a file another server put at the path since is left alone, and a
+  relative path is removed where it was made, whatever the working directory is now). The
+  runtime's shutdown closes the server too, so one its application forgot does not outlive it.
+- The socket file appears at the path only once it accepts (it is made under a temporary name
+  and linked into place, which never replaces a file): two servers started at once on one path
+  cannot both win.
 - Every reply is built on the runtime's loop between two messages (`aiotp.ops.snapshot`): the
   tree and the pools are one consistent moment, at any point of the application's life. A
   session store that must be awaited (Redis) is read just after, within 1 s; past that the
@@ -39,6 +44,7 @@ import enum
 import errno
 import logging
 import os
+import secrets
 import socket
 import stat
 from typing import TYPE_CHECKING, Any
@@ -60,6 +66,16 @@ if TYPE_CHECKING:
 __all__ = ["ControlServer", "serve_control"]
 
 _log = logging.getLogger("aiotp.ops.control")
+
+
+class _CloseAtShutdown:
+    """The runtime's handle on a server (a runtime extension: closed at its shutdown)."""
+
+    def __init__(self, server: ControlServer) -> None:
+        self.server = server
+
+    async def close(self) -> None:
+        await self.server.close()
 
 
 class _Phase(enum.Enum):
@@ -101,6 +117,7 @@ class ControlServer:
             raise ValueError(f"max_clients must be a positive int, got {max_clients!r}")
         self.rt = rt
         self.path = os.fspath(path)
+        self._abspath = os.path.abspath(self.path)  # bind the path as given (length limit)
         self.idle_timeout = float(idle_timeout)
         self.write_timeout = float(write_timeout)
         self.max_clients = max_clients
@@ -144,7 +161,13 @@ class ControlServer:
         except BaseException:
             await self.close()
             raise
+        # Closed at the runtime's shutdown (extensions are closed after the actors stop).
+        self.rt._extensions[self._key] = _CloseAtShutdown(self)
         _log.debug("control socket serving on %s", self.path)
+
+    @property
+    def _key(self) -> str:
+        return f"aiotp.control/{id(self):#x}"
 
     async def close(self) -> None:
         """Stop serving, drop the clients, remove our socket file; idempotent."""
@@ -163,6 +186,7 @@ class ControlServer:
             await server.wait_closed()
         self._servers.clear()
         self._unlink_ours()
+        self.rt._extensions.pop(self._key, None)
         self._move(_Phase.CLOSED)
 
     async def __aenter__(self) -> ControlServer:
@@ -177,9 +201,9 @@ class ControlServer:
         if self._inode is None:
             return
         with contextlib.suppress(OSError):
-            st = os.lstat(self.path)
+            st = os.lstat(self._abspath)
             if (st.st_dev, st.st_ino) == self._inode:
-                os.unlink(self.path)
+                os.unlink(self._abspath)
         self._inode = None
 
     # -- one connection ------------------------------------------------------------------
@@ -196,8 +220,12 @@ class ControlServer:
         except (ConnectionError, TimeoutError) as exc:
             _log.debug("control client dropped: %r", exc)
         except asyncio.CancelledError:
-            if self._phase is _Phase.SERVING:
-                raise  # not ours: someone cancelled the loop's tasks
+            # Never re-raised, even when it is not our close (a loop torn down with us still
+            # serving): the streams callback of Python 3.11 then calls `task.exception()` on a
+            # cancelled task and logs an ERROR per client. Nobody awaits this task but `close`.
+            _log.debug("control client dropped: the server or its loop is closing")
+        except Exception:  # a client must never get a traceback into the application's log
+            _log.debug("control client handler failed", exc_info=True)
         finally:
             self._clients.discard(task)
             writer.close()
@@ -205,7 +233,10 @@ class ControlServer:
     async def _converse(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         while True:
             try:
-                line = await asyncio.wait_for(reader.readline(), self.idle_timeout)
+                # asyncio.timeout, not wait_for: Python 3.11's wait_for loses a cancel that
+                # comes as the read completes, and `close` would then wait out the idle timeout.
+                async with asyncio.timeout(self.idle_timeout):
+                    line = await reader.readline()
             except ValueError:  # longer than the stream's limit: no way to find the next line
                 await self._send(
                     writer, encode_error("BadRequest", f"request over {MAX_REQUEST} bytes")
@@ -218,7 +249,8 @@ class ControlServer:
 
     async def _send(self, writer: asyncio.StreamWriter, data: bytes) -> None:
         writer.write(data)
-        await asyncio.wait_for(writer.drain(), self.write_timeout)
+        async with asyncio.timeout(self.write_timeout):
+            await writer.drain()
 
     async def _answer(self, line: bytes) -> bytes:
         try:
@@ -251,12 +283,22 @@ async def serve_control(
 
 
 def _bind_unix(path: str) -> socket.socket:
-    """A listening unix socket at `path`, mode 0600, replacing a stale socket file."""
-    _clear_stale(path)
+    """A listening unix socket at `path`, mode 0600, replacing a stale socket file.
+
+    Bound and listening under a temporary name first, then hard-linked to `path` (a link never
+    replaces a file): the path never names a socket that refuses connections, which a server
+    starting at the same moment would take for stale and remove."""
+    tmp = os.path.join(os.path.dirname(path), f".aiotp-{secrets.token_hex(4)}.sock")
+    if max(len(os.fsencode(tmp)), len(os.fsencode(path))) > _MAX_PATH:
+        # Bound directly: a path too long fails at bind as it should (a link would take it,
+        # and no client could connect), one that fits where the temporary name would not works.
+        tmp = path
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     try:
+        if tmp == path:
+            _clear_stale(path)
         try:
-            sock.bind(path)
+            sock.bind(tmp)
         except OSError as exc:
             if exc.errno == errno.EADDRINUSE:  # bound by another server since our probe
                 raise SocketInUse(f"control socket {path!r}: {exc}") from None
@@ -264,17 +306,39 @@ def _bind_unix(path: str) -> socket.socket:
         try:
             # Before listen(): until then a connect is refused, so nobody gets in before the
             # mode holds. Unlike the umask, chmod does not touch other threads' file creation.
-            os.chmod(path, 0o600)
+            os.chmod(tmp, 0o600)
             sock.listen(128)
-        except OSError as exc:
+            if tmp != path:
+                _clear_stale(path)
+                _link(tmp, path)
+        except BaseException as exc:
             with contextlib.suppress(OSError):
-                os.unlink(path)
-            raise ControlError(f"cannot set up the control socket {path!r}: {exc}") from None
+                os.unlink(tmp)
+            if isinstance(exc, OSError):
+                raise ControlError(f"cannot set up the control socket {path!r}: {exc}") from None
+            raise
+        if tmp != path:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)  # the path is a second name of the same socket
         sock.setblocking(False)
     except BaseException:
         sock.close()
         raise
     return sock
+
+
+_MAX_PATH = 108  # bytes of a unix socket path (sun_path; Linux needs no NUL)
+
+
+def _link(tmp: str, path: str) -> None:
+    try:
+        os.link(tmp, path)
+    except FileExistsError:
+        raise SocketInUse(f"another server took the control socket {path!r} just now") from None
+    except OSError as exc:
+        if exc.errno not in (errno.EPERM, errno.ENOTSUP, errno.EXDEV):
+            raise
+        os.rename(tmp, path)  # a file system without hard links to sockets: replace instead
 
 
 def _clear_stale(path: str) -> None:
@@ -293,7 +357,9 @@ def _clear_stale(path: str) -> None:
         probe.connect(path)
     except (ConnectionRefusedError, FileNotFoundError):
         with contextlib.suppress(FileNotFoundError):
-            os.unlink(path)  # stale: its server is gone
+            now = os.lstat(path)
+            if (now.st_dev, now.st_ino) == (st.st_dev, st.st_ino):
+                os.unlink(path)  # stale: its server is gone (and it is the file we probed)
         _log.debug("replaced the stale control socket %s", path)
         return
     except OSError as exc:

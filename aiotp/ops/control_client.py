@@ -80,7 +80,31 @@ class ControlClient:
             sock.close()
 
     def request(self, op: str, **args: Any) -> Any:
-        """Send one request and return its result (see the module docstring for errors)."""
+        """Send one request and return its result (see the module docstring for errors).
+
+        A connection kept from an earlier request may have been dropped by the server since
+        (it drops clients idle for 30 s; ``aiotp top --interval 32``): when it fails before a
+        byte of the reply came, the request is sent once more on a fresh connection. Every
+        op only reads, so asking twice is harmless."""
+        reused = self._sock is not None
+        try:
+            line = self._exchange(op, args)
+        except _Dropped as dropped:
+            if not reused:
+                raise ControlUnavailable(str(dropped)) from None
+            try:
+                line = self._exchange(op, args)
+            except _Dropped as again:
+                raise ControlUnavailable(str(again)) from None
+        try:
+            return decode_reply(line)
+        except ControlProtocolError:
+            self.close()  # whatever is on the other end, it is not ours to talk to further
+            raise
+
+    def _exchange(self, op: str, args: dict[str, Any]) -> bytes:
+        """One request line out, one reply line in; `_Dropped` when the connection failed
+        before any byte of the reply."""
         self.connect()
         assert self._sock is not None and self._file is not None
         try:
@@ -91,17 +115,15 @@ class ControlClient:
             raise ControlUnavailable(f"no reply from {self.path} within {self.timeout} s") from None
         except OSError as exc:
             self.close()
-            raise ControlUnavailable(f"connection to {self.path} lost: {exc}") from None
+            raise _Dropped(f"connection to {self.path} lost: {exc}") from None
         if not line.endswith(b"\n"):
             self.close()
             if len(line) > MAX_REPLY:
                 raise ControlProtocolError(f"a reply from {self.path} over {MAX_REPLY} bytes")
-            raise ControlUnavailable(f"{self.path} closed the connection")
-        try:
-            return decode_reply(line)
-        except ControlProtocolError:
-            self.close()  # whatever is on the other end, it is not ours to talk to further
-            raise
+            if not line:
+                raise _Dropped(f"{self.path} closed the connection")
+            raise ControlUnavailable(f"{self.path} closed the connection mid-reply")
+        return line
 
     def ping(self) -> dict[str, Any]:
         return cast("dict[str, Any]", self.request("ping"))
@@ -114,6 +136,10 @@ class ControlClient:
             self.close()
             raise ControlProtocolError(f"{self.path} sent a snapshot that is not an object")
         return cast("Snapshot", result)
+
+
+class _Dropped(Exception):
+    """The connection failed before any byte of the reply (maybe one the server dropped)."""
 
 
 def fetch_snapshot(

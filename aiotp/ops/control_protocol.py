@@ -89,9 +89,11 @@ def encode_request(op: str, **args: Any) -> bytes:
 def parse_request(line: bytes) -> dict[str, Any]:
     """The request in `line` (without or with its newline); `BadRequest` naming what is wrong."""
     try:
-        request = json.loads(line)
+        request = _loads(line)
     except (UnicodeDecodeError, ValueError) as exc:
         raise BadRequest(f"not a JSON line: {_preview(line)} ({exc})") from None
+    except RecursionError:  # nested deeper than the decoder can go: garbage or an attack
+        raise BadRequest(f"a JSON line nested too deep: {_preview(line)}") from None
     if not isinstance(request, dict):
         raise BadRequest(f"a request must be a JSON object, got {type(request).__name__}")
     op = request.get("op")
@@ -112,9 +114,13 @@ def decode_reply(line: bytes) -> Any:
     """The result in a reply line; `RemoteError` for an error reply, `ControlProtocolError`
     for anything that is not a reply of this protocol."""
     try:
-        reply = json.loads(line)
+        reply = _loads(line)
     except (UnicodeDecodeError, ValueError):
         raise ControlProtocolError(f"the server sent a non-JSON line: {_preview(line)}") from None
+    except RecursionError:
+        raise ControlProtocolError(
+            f"the server sent a JSON line nested too deep: {_preview(line)}"
+        ) from None
     if not isinstance(reply, dict) or not isinstance(reply.get("ok"), bool):
         raise ControlProtocolError(
             f"the server sent a JSON line that is no reply: {_preview(line)}"
@@ -125,6 +131,16 @@ def decode_reply(line: bytes) -> Any:
     if not isinstance(error, dict):
         raise ControlProtocolError(f"an error reply without an error: {_preview(line)}")
     raise RemoteError(str(error.get("type", "Error")), str(error.get("message", "")))
+
+
+def _loads(line: bytes) -> Any:
+    """JSON without NaN and Infinity (ValueError), as `_line` writes it: a number the view
+    would have to render must be finite."""
+    return json.loads(line, parse_constant=_no_constant)
+
+
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")
 
 
 def _line(obj: Any) -> bytes:

@@ -6,11 +6,13 @@ is bold yellow, errors and children that are DOWN are bold red, and the counts a
 too, so a terminal without colour (or ``tmux capture-pane``) shows them as well.
 
 The snapshot comes from another process, possibly another aiotp version: every field is read
-with a default, and a missing one shows as ``-`` rather than breaking the view.
+with a default, and a missing one, or one of the wrong type (a number that is not finite, a
+list where an object belongs), shows as ``-`` rather than breaking the view.
 """
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -52,8 +54,7 @@ def render(snap: Mapping[str, Any] | None, *, status: str | None = None) -> Rend
 
 # -- header ---------------------------------------------------------------------------------
 def _header(snap: Mapping[str, Any], stale: bool) -> Text:
-    taken = snap.get("time")
-    clock = time.strftime("%H:%M:%S", time.localtime(taken)) if _num(taken) else "-"
+    clock = _clock(snap.get("time"))
     state = str(snap.get("state", "-"))
     text = Text.assemble(
         (f"{snap.get('name', '?')}", "bold"),
@@ -70,8 +71,8 @@ def _header(snap: Mapping[str, Any], stale: bool) -> Text:
 
 # -- pools ----------------------------------------------------------------------------------
 def _pool(pool: Mapping[str, Any]) -> Group:
-    latency = pool.get("latency") or {}
-    wait = pool.get("queue_wait") or {}
+    latency = _map(pool.get("latency"))
+    wait = _map(pool.get("queue_wait"))
     title = Text.assemble(
         ("pool ", _DIM),
         (str(pool.get("name", "?")), "bold cyan"),
@@ -144,7 +145,7 @@ def _add_children(parent: Tree, children: Sequence[Mapping[str, Any]], more: Any
         _add_children(parent.add(_label(child)), _list(child.get("children")), child.get("more"))
     rest = children[MAX_CHILDREN:]
     count = len(rest)
-    restarts = sum(c.get("restarts") or 0 for c in rest if _num(c.get("restarts")))
+    restarts = sum(c["restarts"] for c in rest if _num(c.get("restarts")))
     down = sum(1 for c in rest if c.get("state") == "DOWN")
     if isinstance(more, Mapping):
         count += more.get("count", 0) if _num(more.get("count")) else 0
@@ -185,6 +186,10 @@ def _label(node: Mapping[str, Any]) -> Text:
 
 
 # -- helpers --------------------------------------------------------------------------------
+def _map(value: Any) -> Mapping[str, Any]:
+    return value if isinstance(value, Mapping) else {}
+
+
 def _list(value: Any) -> list[Mapping[str, Any]]:
     if not isinstance(value, list):
         return []
@@ -192,7 +197,17 @@ def _list(value: Any) -> list[Mapping[str, Any]]:
 
 
 def _num(value: Any) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool)
+    """A number the view can do sums with: not a bool, not NaN nor infinite (1e400 is)."""
+    if isinstance(value, bool):
+        return False
+    return isinstance(value, int) or (isinstance(value, float) and math.isfinite(value))
+
+
+def _clock(taken: Any) -> str:
+    try:
+        return time.strftime("%H:%M:%S", time.localtime(taken)) if _num(taken) else "-"
+    except (OverflowError, OSError, ValueError):  # a time no calendar holds (1e300)
+        return "-"
 
 
 def _count(label: str, value: Any, alarm: str) -> Text:
@@ -218,7 +233,7 @@ def _ms(seconds: Any) -> str:
 
 
 def _duration(seconds: Any) -> str:
-    if not _num(seconds):
+    if not _num(seconds) or seconds < 0:
         return "-"
     s = int(seconds)
     if s < 60:

@@ -17,7 +17,10 @@ Guarantees:
 - Safe at any moment on the runtime's loop thread: while actors start, crash and restart, while
   pools replace workers, before the runtime started and during and after its shutdown. (Not
   from another thread: the actor state it reads belongs to the loop.)
-- The tree: every live actor appears exactly once. A supervisor's children come in start order,
+- The tree: every live actor appears exactly once, down to `MAX_DEPTH` levels (a chain of
+  ``link=True`` spawns can be deeper than Python's recursion limit, and than what a JSON
+  decoder will read back): a node at the last level lists no children, it counts them in its
+  ``"more"``. A supervisor's children come in start order,
   including children it holds but that do not run (state ``"DOWN"``: stopped, or between a death
   and its restart); then the actors it spawned with ``link=True`` that it does not supervise.
   An actor nobody owns is a root, in start order.
@@ -65,6 +68,7 @@ if TYPE_CHECKING:
     from aiotp.supervisors.core import ChildStatus
 
 __all__ = [
+    "MAX_DEPTH",
     "ActorNode",
     "MoreInfo",
     "PercentileInfo",
@@ -95,7 +99,7 @@ def snapshot(rt: Runtime, *, max_children: int | None = None) -> Snapshot:
     started = rt._started_at
     actors = rt.actors()
     tree = _Tree(actors, now, max_children)
-    roots, more = tree.expand([(ref, None) for ref in tree.top])
+    roots, more = tree.expand([(ref, None) for ref in tree.top], 0)
     snap = Snapshot(
         version=SNAPSHOT_VERSION,
         name=rt.name,
@@ -129,6 +133,9 @@ async def snapshot_async(
 
 
 # -- the tree --------------------------------------------------------------------------------
+#: Levels of the tree listed. The walk recurses about 3 frames a level, and a JSON decoder
+#: (the control client's) about 2 a level: both stay far below Python's limit of 1000.
+MAX_DEPTH = 100
 _PHASE_NAMES = {phase: phase.name for phase in Phase}  # Enum.name is a slow property
 _Entry = tuple["ActorRef | None", "ChildStatus | None"]  # a live actor, or a DOWN child
 
@@ -159,11 +166,14 @@ class _Tree:
                 self.top.append(ref)
         self.seen: set[ActorRef] = set()
 
-    def expand(self, entries: list[_Entry]) -> tuple[list[ActorNode], MoreInfo | None]:
-        """Nodes for the first `cap` entries; the rest only counted."""
+    def expand(self, entries: list[_Entry], depth: int) -> tuple[list[ActorNode], MoreInfo | None]:
+        """Nodes (at `depth`) for the first `cap` entries; the rest only counted, and all of
+        them past `MAX_DEPTH`."""
         shown = entries if self.cap is None else entries[: self.cap]
+        if depth >= MAX_DEPTH:
+            shown = []
         nodes = [
-            self.node(ref, status) if ref is not None else _down(status)
+            self.node(ref, status, depth) if ref is not None else _down(status)
             for ref, status in shown
             if ref is not None or status is not None
         ]
@@ -176,7 +186,7 @@ class _Tree:
             down=sum(1 for ref, _ in rest if ref is None),
         )
 
-    def node(self, ref: ActorRef, child: ChildStatus | None) -> ActorNode:
+    def node(self, ref: ActorRef, child: ChildStatus | None, depth: int) -> ActorNode:
         self.seen.add(ref)
         live, seen = self.live, self.seen
         entries: list[_Entry] = []
@@ -187,7 +197,7 @@ class _Tree:
             elif sub not in seen:  # a ref listed twice would be a bug; never loop on it
                 entries.append((sub, status))
         entries.extend((r, None) for r in self.linked.get(ref, ()) if r not in seen)
-        children, more = self.expand(entries)
+        children, more = self.expand(entries, depth + 1)
         kind = ref.actor_class
         node: ActorNode = {
             "id": ref.id,

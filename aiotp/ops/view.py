@@ -12,8 +12,9 @@
   not a terminal), or the raw snapshot as indented JSON.
 
 Mistakes are one line on stderr and exit status 1, never a traceback: a path with no socket,
-nobody listening (``tree``), a bad ``--interval``. ``top`` refuses a path that does not exist
-when it starts (a typo would otherwise wait forever), but waits for one that stops answering.
+nobody listening (``tree``), a bad ``--interval``, a reply the view cannot read or draw. ``top``
+refuses a path that does not exist when it starts (a typo would otherwise wait forever), but
+waits for one that stops answering.
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ from rich.console import Console
 from rich.live import Live
 
 from aiotp.ops.control_client import ControlClient, fetch_snapshot
-from aiotp.ops.control_protocol import ControlError, RemoteError
+from aiotp.ops.control_protocol import ControlError, ControlUnavailable, RemoteError
 from aiotp.ops.render import MAX_CHILDREN, render
 
 if TYPE_CHECKING:
@@ -64,6 +65,8 @@ def tree_command(args: argparse.Namespace) -> int:
             _console().print(render(snap))
     except BrokenPipeError:  # `aiotp tree | head`: the reader has what it wanted
         _quiet_stdout()
+    except Exception as exc:  # a reply the view cannot draw (another version, a bug): one line
+        return _fail("tree", _undrawable(exc))
     return 0
 
 
@@ -76,6 +79,15 @@ def top_command(args: argparse.Namespace) -> int:
         return _fail("top", f"no control socket at {args.socket}")
     console = Console()
     client = ControlClient(args.socket, timeout=max(2.0, 4 * interval))
+    try:
+        return _top(client, console, interval)
+    except Exception as exc:  # a reply the view cannot draw: one line once the screen is back
+        return _fail("top", _undrawable(exc))
+    finally:
+        client.close()
+
+
+def _top(client: ControlClient, console: Console, interval: float) -> int:
     snap: Snapshot | None = None
     try:
         with Live(render(None), console=console, screen=True, auto_refresh=False) as live:
@@ -96,12 +108,15 @@ def top_command(args: argparse.Namespace) -> int:
                 time.sleep(max(pause, LOAD_FACTOR * took))
     except KeyboardInterrupt:
         return 0
-    finally:
-        client.close()
+
+
+def _undrawable(exc: Exception) -> str:
+    return f"cannot draw the application's reply: {type(exc).__name__}: {exc}"[:300]
 
 
 def _fail(command: str, problem: object) -> int:
-    hint = _HINT if isinstance(problem, ControlError) else ""
+    # The hint only when nobody answered: a server that answered oddly is running.
+    hint = _HINT if isinstance(problem, ControlUnavailable) else ""
     print(f"aiotp {command}: {problem}{hint}", file=sys.stderr)
     return 1
 
