@@ -26,12 +26,14 @@ the first time, the pool says so with a WARNING and a telemetry event
 from __future__ import annotations
 
 import contextlib
+import inspect
 import threading
 from typing import TYPE_CHECKING, Any
 
 from aiotp.runtime import telemetry
 from aiotp.workers.dispatcher import WorkerSlot
 from aiotp.workers.errors import SessionWorkerLost, WorkerBusy
+from aiotp.workers.session_pins import PinWriter
 from aiotp.workers.slot import SlotState
 
 if TYPE_CHECKING:
@@ -57,6 +59,10 @@ class SessionRouter:
         self.lost: dict[str, tuple[str, float | None]] = {}
         self._warned_full = False
         self._unhook: Any = None
+        # An async store (RedisSessionStore) is awaited on the request's path and its pins are
+        # written by a PinWriter; the in-memory store keeps its plain calls (set in attach).
+        self._aio = False
+        self._pins: PinWriter | None = None
         self._loop = pool.rt.loop
         self._loop_thread = threading.get_ident()
         self.dispatcher.on_gone = self._slot_gone
@@ -65,12 +71,19 @@ class SessionRouter:
     def attach(self) -> None:
         """Follow session removals in the runtime's store (their worker state is dropped)."""
         if self._unhook is None:
-            self._unhook = self.pool.rt.sessions.on_remove(self._removed)
+            store = self.pool.rt.sessions
+            self._aio = inspect.iscoroutinefunction(store.get_or_create)
+            if self._aio and self._pins is None:
+                self._pins = PinWriter(store, self.pool.name, self.pool.log)
+            self._unhook = store.on_remove(self._removed)
 
     def detach(self) -> None:
         unhook, self._unhook = self._unhook, None
         if unhook is not None:
             unhook()
+        pins, self._pins = self._pins, None
+        if pins is not None:
+            pins.close()
 
     def _removed(self, session_id: str, _reason: str, session: Any) -> None:
         # Removal hooks run in whichever thread removed the session.
@@ -109,6 +122,10 @@ class SessionRouter:
             self.dispatcher.unpin(slot, session_id)
 
     def _mirror(self, store: Any, session_id: str, worker_id: str | None) -> None:
+        if self._aio:
+            if self._pins is not None:
+                self._pins.put(session_id, worker_id)
+            return
         try:
             store.pin(session_id, self.pool.name, worker_id)
         except Exception:  # the session ended meanwhile: nothing to record
@@ -124,20 +141,56 @@ class SessionRouter:
         try:
             return self.pool.rt.sessions.get_or_create(session_id)
         except SessionQuotaExceeded as exc:
-            if not self._warned_full:
-                self._warned_full = True
-                self.pool.log.warning(
-                    "pool %r: the session store is full (%s); requests of new sessions run "
-                    "without affinity until it has room (said once)",
-                    self.pool.name,
-                    exc,
-                )
-            telemetry.execute(
-                ("aiotp", "pool", "session", "unrouted"),
-                {"count": 1},
-                {"pool": self.pool.name, "session": session_id},
-            )
+            self._unrouted(session_id, exc)
             return None
+
+    async def _record_async(self, session_id: str) -> Any:
+        """`_record` for an async store. Its `SessionStoreUnavailable` reaches the caller:
+        a session request cannot be routed without the store (sessionless ones still run)."""
+        from aiotp.session_store.errors import SessionQuotaExceeded
+
+        store: Any = self.pool.rt.sessions  # typed as the in-memory store
+        try:
+            return await store.get_or_create(session_id)
+        except SessionQuotaExceeded as exc:
+            self._unrouted(session_id, exc)
+            return None
+
+    async def _record_shared(self, session_id: str) -> Any:
+        """The session from an async store, which other runtimes may share: the pin recorded
+        there is the session's pin. Our own pin writes are flushed first (we read what we
+        wrote); a pin of ours that the store no longer shows (another runtime moved or unpinned
+        the session) is dropped with its worker state, and the recorded one is then adopted,
+        placed anew or reported lost as for any pin this router did not make."""
+        pins = self._pins
+        if pins is not None and session_id in pins.running:
+            await pins.flush(session_id)
+        puts = pins.puts if pins is not None else 0
+        record = await self._record_async(session_id)
+        slot = self.pins.get(session_id)
+        # Only when no pin of ours was decided during the read: it may not show one yet.
+        if record is not None and slot is not None and pins is not None and pins.puts == puts:
+            recorded = (record.affinity or {}).get(self.pool.name)
+            if recorded != slot.worker_id and self.born.get(session_id) == record.created_at:
+                del self.pins[session_id]
+                self.born.pop(session_id, None)
+                self._release(slot, session_id)
+        return record
+
+    def _unrouted(self, session_id: str, exc: Exception) -> None:
+        if not self._warned_full:
+            self._warned_full = True
+            self.pool.log.warning(
+                "pool %r: the session store is full (%s); requests of new sessions run "
+                "without affinity until it has room (said once)",
+                self.pool.name,
+                exc,
+            )
+        telemetry.execute(
+            ("aiotp", "pool", "session", "unrouted"),
+            {"count": 1},
+            {"pool": self.pool.name, "session": session_id},
+        )
 
     # -- the request's side ---------------------------------------------------------------
     async def checkout(
@@ -147,7 +200,10 @@ class SessionRouter:
         d = self.dispatcher
         if self._unhook is None:
             self.attach()
-        record = self._record(session_id)
+        if not self._aio:
+            record = self._record(session_id)
+        else:
+            record = await self._record_shared(session_id)
         if record is None:
             return await d.checkout(timeout), [session_id, None]
         born = record.created_at
@@ -175,6 +231,14 @@ class SessionRouter:
             slot = await self._wait_for(slot, session_id, timeout, mode == "strict_queue")
         else:
             slot = await d.checkout(timeout)  # hint: whoever is free; pinned there if it serves
+        if self._pins is not None and session_id in self._pins.running:
+            # An async store: the pin is in it before the request runs, so that another
+            # runtime sharing the store finds it. A caller that gives up gives the worker back.
+            try:
+                await self._pins.flush(session_id)
+            except BaseException:
+                d.checkin(slot)
+                raise
         return slot, [session_id, self._settings(slot, session_id, record.metadata)]
 
     async def _wait_for(
