@@ -50,12 +50,15 @@ if TYPE_CHECKING:
         SessionNotFound,
         SessionQuotaExceeded,
         SessionStore,
+        SessionStoreError,
+        SessionStoreUnavailable,
         SnapshotError,
         StoreStats,
         SubscriberLagged,
         Table,
         TableInfo,
     )
+    from aiotp.session_store.redis_store import RedisSessionStore
     from aiotp.supervisors import (
         ChildInfo,
         ChildRunning,
@@ -95,6 +98,9 @@ if TYPE_CHECKING:
     )
 
 _EXPORTS: dict[str, str] = {
+    "RedisSessionStore": "aiotp.session_store.redis_store",
+    "SessionStoreError": "aiotp.session_store",
+    "SessionStoreUnavailable": "aiotp.session_store",
     "Clock": "aiotp.runtime.clock",
     "ClockError": "aiotp.runtime.clock",
     "RealClock": "aiotp.runtime.clock",
@@ -215,6 +221,7 @@ __all__ = [
     "PoolStats",
     "ProtocolError",
     "RealClock",
+    "RedisSessionStore",
     "Retry",
     "Runtime",
     "RuntimeClosed",
@@ -225,6 +232,8 @@ __all__ = [
     "SessionNotFound",
     "SessionQuotaExceeded",
     "SessionStore",
+    "SessionStoreError",
+    "SessionStoreUnavailable",
     "SessionWorkerLost",
     "Snapshot",
     "SnapshotError",
