@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: demo test lint bench chaos clean bytecode
+.PHONY: demo scale-out-demo test lint bench chaos clean bytecode
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -23,6 +23,12 @@ bytecode: $(STAMP)
 
 demo: bytecode
 	$(BIN)/python examples/demo.py
+
+# Two app instances sharing sessions on Redis and workers on Ray (needs redis-server; Ray comes
+# with the [ray] extra that every target installs). Starts and stops its own servers, on loopback.
+scale-out-demo: bytecode
+	@bash scripts/ensure-redis-server
+	$(BIN)/python examples/scale_out.py
 
 test: bytecode
 	@bash scripts/ensure-redis-server

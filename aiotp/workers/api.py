@@ -193,7 +193,9 @@ async def _attempt(
         raise CallTimeout(f"pool {pool.name!r}: no time left to run {tool!r}")
     context: list[Any] | None = None
     if session is not None:
-        slot, context = await pool.router.checkout(session, mode, left)
+        slot, context = await pool.router.checkout(session, mode, left, guests=True)
+        if getattr(slot, "guest", False):
+            return await _guest_attempt(pool, slot, tool, args, timeout, started, context, mode)
     else:
         # A free worker without a coroutine of its own: the common case on the hot path.
         slot = pool.dispatcher.take_now() or await pool.dispatcher.checkout(left)
@@ -238,6 +240,35 @@ async def _attempt(
         telemetry.execute(
             ("aiotp", "pool", "execute", "stop"), {"duration": loop.time() - started}, meta
         )
+    return result
+
+
+async def _guest_attempt(
+    pool: Pool,
+    slot: Any,
+    tool: str,
+    args: dict[str, Any],
+    timeout: float | None,
+    started: float,
+    context: list[Any],
+    mode: str,
+) -> Any:
+    """A request of a session pinned to another runtime's Ray worker (ray_guests.py): sent
+    there, outside this pool's dispatcher and books; its death loses the session's state."""
+    remaining = None if timeout is None else timeout - (pool.rt.loop.time() - started)
+    if remaining is not None and remaining <= 0:
+        raise CallTimeout(f"pool {pool.name!r}: no time left to run {tool!r}")
+    try:
+        result = await slot.handle.request(tool, args, remaining, Ticket(), context)
+    except WorkerCrashed as exc:
+        if isinstance(exc, SessionWorkerLost):
+            raise
+        pool.router.guest_lost(context[0])
+        if mode in ("strict_queue", "strict_fail_fast"):
+            raise pool.router.lost_error(context[0], slot.worker_id) from exc
+        raise
+    if context[1] is not None:
+        slot.settings_sent[context[0]] = context[1]
     return result
 
 

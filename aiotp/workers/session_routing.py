@@ -63,6 +63,7 @@ class SessionRouter:
         # written by a PinWriter; the in-memory store keeps its plain calls (set in attach).
         self._aio = False
         self._pins: PinWriter | None = None
+        self._guests: Any = None  # RayGuests, made when a Ray pool first meets a foreign pin
         self._loop = pool.rt.loop
         self._loop_thread = threading.get_ident()
         self.dispatcher.on_gone = self._slot_gone
@@ -84,6 +85,9 @@ class SessionRouter:
         pins, self._pins = self._pins, None
         if pins is not None:
             pins.close()
+        guests, self._guests = self._guests, None
+        if guests is not None:
+            guests.close()
 
     def _removed(self, session_id: str, _reason: str, session: Any) -> None:
         # Removal hooks run in whichever thread removed the session.
@@ -194,9 +198,13 @@ class SessionRouter:
 
     # -- the request's side ---------------------------------------------------------------
     async def checkout(
-        self, session_id: str, mode: str, timeout: float | None
+        self, session_id: str, mode: str, timeout: float | None, guests: bool = False
     ) -> tuple[WorkerSlot, list[Any]]:
-        """A worker for one request of the session, and the session context to send it."""
+        """A worker for one request of the session, and the session context to send it.
+
+        With `guests` (plain requests of a Ray pool on a shared store), a session pinned to
+        another runtime's worker is served there: the slot is then a `GuestSlot` (ray_guests.py),
+        outside this pool's dispatcher."""
         d = self.dispatcher
         if self._unhook is None:
             self.attach()
@@ -222,6 +230,9 @@ class SessionRouter:
             if strict and lost_born in (None, born):
                 raise self.lost_error(session_id, worker)
         elif slot is None:
+            guest = await self._guest(session_id, record, timeout) if guests else None
+            if guest is not None:
+                return guest, [session_id, self._settings(guest, session_id, record.metadata)]
             slot = self._adopt(session_id, record, strict)
         if slot is None:
             slot = await self._place(session_id, mode, timeout, born)
@@ -263,6 +274,25 @@ class SessionRouter:
                 got.worker_id,
             )
         return got
+
+    async def _guest(self, session_id: str, record: Any, timeout: float | None) -> Any:
+        """The guest slot of another runtime's Ray worker the shared store pins the session to,
+        or None (not a shared store, not a Ray pool, our own worker, or no such actor)."""
+        if not self._aio or self.pool.config.profile != "ray":
+            return None
+        worker = (getattr(record, "affinity", None) or {}).get(self.pool.name)
+        if worker is None or self.dispatcher.get(worker) is not None:
+            return None
+        if self._guests is None:
+            from aiotp.workers.ray_guests import RayGuests
+
+            self._guests = RayGuests(self.pool)
+        return await self._guests.get(worker, timeout)
+
+    def guest_lost(self, session_id: str) -> None:
+        """The other runtime's worker holding the session died under a request: the store
+        forgets the pin (told once, as for our own workers), the next request places it."""
+        self._mirror(self.pool.rt.sessions, session_id, None)
 
     def _adopt(self, session_id: str, record: Any, strict: bool) -> WorkerSlot | None:
         """A pin the store knows and this router does not (an imported session, another
