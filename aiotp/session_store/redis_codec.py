@@ -171,3 +171,13 @@ def changes(old: Session, raw: list[Any], new: Session) -> tuple[int, list[Any]]
             else:
                 out += [name, data]
     return accesses - old.stats.get("accesses", 0), out
+
+
+def check_id(session_id: Any) -> str:
+    if not isinstance(session_id, str) or not session_id:
+        raise TypeError(f"session id must be a non-empty string, got {session_id!r}")
+    try:
+        session_id.encode()
+    except UnicodeEncodeError:
+        raise ValueError(f"session id {session_id!r} is not valid text (UTF-8)") from None
+    return session_id

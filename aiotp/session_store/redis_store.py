@@ -92,14 +92,13 @@ from aiotp.session_store.errors import (
     SessionStoreError,
     SessionStoreUnavailable,
 )
-from aiotp.session_store.events import OVERFLOW_POLICIES, Subscription, _Registry, _Subscriber
+from aiotp.session_store.events import _Registry
 from aiotp.session_store.lifecycle import INPUT_REQUIRED, check_table, check_worker_id
-from aiotp.session_store.portable import EXPORT_FORMAT, EXPORT_VERSION, decode_export
-from aiotp.session_store.redis_codec import changes, decode, new_fields
-from aiotp.session_store.redis_events import Listener, PendingSubscription
+from aiotp.session_store.redis_codec import changes, check_id, decode, new_fields
+from aiotp.session_store.redis_events import Listener
+from aiotp.session_store.redis_sharing import RedisSharing
 from aiotp.session_store.redis_sweeping import RedisWholeStore, check_cancelled
 from aiotp.session_store.session import Session
-from aiotp.session_store.snapshot import record_of, session_from
 from aiotp.session_store.store import RemovalHook
 
 __all__ = ["RedisSessionStore"]
@@ -121,16 +120,6 @@ def _positive(name: str, value: Any, top: float = math.inf) -> float:
     return float(value)
 
 
-def _check_id(session_id: Any) -> str:
-    if not isinstance(session_id, str) or not session_id:
-        raise TypeError(f"session id must be a non-empty string, got {session_id!r}")
-    try:
-        session_id.encode()
-    except UnicodeEncodeError:
-        raise ValueError(f"session id {session_id!r} is not valid text (UTF-8)") from None
-    return session_id
-
-
 def _redact(url: str) -> str:
     """The URL without its password, for messages."""
     scheme, sep, rest = url.partition("://")
@@ -141,7 +130,7 @@ def _redact(url: str) -> str:
     return f"{scheme}{sep}{user}:***@{host}" if user else f"{scheme}{sep}***@{host}"
 
 
-class RedisSessionStore(RedisWholeStore):
+class RedisSessionStore(RedisWholeStore, RedisSharing):
     """See the module docstring."""
 
     def __init__(
@@ -288,7 +277,7 @@ class RedisSessionStore(RedisWholeStore):
 
     # -- creation --------------------------------------------------------------------------
     def _new(self, session_id: str, ttl: float | None, metadata: dict[str, Any] | None) -> Session:
-        _check_id(session_id)
+        check_id(session_id)
         life = self.ttl if ttl is None else _positive("ttl", ttl, _MAX_TTL)
         if metadata is not None and not isinstance(metadata, dict):
             raise TypeError(f"metadata must be a dict, got {metadata!r}")
@@ -338,7 +327,7 @@ class RedisSessionStore(RedisWholeStore):
 
     # -- access ----------------------------------------------------------------------------
     async def _read(self, session_id: str, mode: bytes, op: str) -> list[Any]:
-        sid = _check_id(session_id)
+        sid = check_id(session_id)
         reply = await self._eval("READ", op, self._key + sid, mode)
         if reply[0] != b"ok":
             raise self._gone(sid, reply)
@@ -367,7 +356,7 @@ class RedisSessionStore(RedisWholeStore):
         """Run ``fn(session)`` on a copy and store the result, atomically (see the module
         docstring: ``fn`` runs again if another change got in first). Returns the session as
         stored. If ``fn`` raises, nothing changes. ``fn`` may not change ``id`` or ``state``."""
-        sid = _check_id(session_id)
+        sid = check_id(session_id)
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.timeout
         conflicts = 0
@@ -409,7 +398,7 @@ class RedisSessionStore(RedisWholeStore):
                 )
 
     async def _change(self, session_id: str, op: str, *args: Any) -> list[Any]:
-        sid = _check_id(session_id)
+        sid = check_id(session_id)
         reply = await self._eval("CHANGE", op, self._key + sid, op, *args)
         if reply[0] == b"none":
             raise self._gone(sid, reply)
@@ -451,72 +440,7 @@ class RedisSessionStore(RedisWholeStore):
 
     async def delete(self, session_id: str) -> bool:
         """Remove a session; True if a live one was there (this instance runs the hooks)."""
-        sid = _check_id(session_id)
+        sid = check_id(session_id)
         reply = await self._eval("DELETE", "delete", self._key + sid)
         self._removed(reply[1])
         return bool(reply[0] == b"deleted")
-
-    # -- events (pub/sub: see redis_events) ---------------------------------------------------
-    def subscribe(
-        self, session_id: str, *, max_queue: int = 100, overflow: str = "drop_oldest"
-    ) -> PendingSubscription:
-        """Events of the live session from now on, from every instance. Await it (``sub =
-        await store.subscribe(id)``) or enter it (``async with store.subscribe(id) as
-        events``); `SessionNotFound` then if there is none."""
-        _check_id(session_id)
-        if not isinstance(max_queue, int) or isinstance(max_queue, bool) or max_queue < 1:
-            raise ValueError(f"max_queue must be an int >= 1, got {max_queue!r}")
-        if overflow not in OVERFLOW_POLICIES:
-            raise ValueError(f"overflow must be one of {OVERFLOW_POLICIES}, got {overflow!r}")
-        return PendingSubscription(self._subscribe(session_id, max_queue, overflow))
-
-    async def _subscribe(self, sid: str, max_queue: int, overflow: str) -> Subscription:
-        sub = _Subscriber(sid, max_queue, overflow)
-        sub._loop = asyncio.get_running_loop()
-        self._subs.add(sub)
-        subscription = Subscription(self._subs, sub)
-        try:
-            if self._listener is None or not self._listener.usable():
-                self._listener = Listener(self, self._subs)
-            await self._listener.follow(sid)
-            # Subscribed first, then checked: a removal after the check sends us its "end".
-            await self._change(sid, "sub")
-        except BaseException:
-            subscription.close()
-            raise
-        return subscription
-
-    async def publish(self, session_id: str, data: Any) -> None:
-        """Send ``data`` (msgpack types) to the session's subscribers on every instance as a
-        ``"published"`` event; does not touch the session."""
-        await self._change(session_id, "pub", _pack_any(data))
-
-    # -- moving one session (see aiotp.session_store.portable) ---------------------------------
-    async def export(self, session_id: str) -> bytes:
-        """The session as bytes for any store's `import_session` (not touched)."""
-        reply = await self._read(session_id, b"p", "export")
-        now = float(reply[2])
-        record = record_of(decode(session_id, reply[1]), now)
-        doc = {"format": EXPORT_FORMAT, "version": EXPORT_VERSION, "session": record}
-        data: bytes = msgpack.packb(doc, use_bin_type=True)
-        return data
-
-    async def import_session(self, data: bytes, *, replace: bool = False) -> Session:
-        """Restore one exported session with the TTL it had left; returns it as stored."""
-        record = decode_export(data)
-        if record["remaining"] <= 0:
-            raise SessionNotFound(
-                f"session {record['id']!r} had expired when it was exported; nothing imported"
-            )
-        session = session_from(record, self.transitions, self.initial_state, 0.0)
-        _check_id(session.id)
-        age = session.ttl - min(session.ttl, float(record["remaining"]))
-        return await self._insert(session, "1" if replace else "0", age, "import_session")
-
-
-def _pack_any(data: Any) -> bytes:
-    try:
-        packed: bytes = msgpack.packb(data, use_bin_type=True)
-    except (TypeError, ValueError, OverflowError) as exc:
-        raise TypeError(f"published data is not a msgpack type ({exc})") from None
-    return packed
