@@ -174,7 +174,7 @@ async def _checkout(
 ) -> tuple[WorkerSlot, list[Any] | None]:
     if session is None:
         return await pool.dispatcher.checkout(timeout), None
-    return await pool.router.checkout(session, mode, timeout)
+    return await pool.router.checkout(session, mode, timeout, guests=True)
 
 
 async def _attempt(
@@ -243,6 +243,40 @@ async def _attempt(
     return result
 
 
+async def _guest_stream(
+    pool: Pool,
+    slot: Any,
+    tool: str,
+    args: dict[str, Any],
+    timeout: float | None,
+    context: list[Any],
+    mode: str,
+) -> AsyncIterator[Any]:
+    """A stream of a session pinned to another runtime's Ray worker (as `_guest_attempt`)."""
+    agen = slot.handle.stream(tool, args, timeout, Ticket(), context)
+    try:
+        async for item in agen:
+            yield item
+    except WorkerCrashed as exc:
+        raise _guest_failure(pool, slot, context, mode, exc) from exc
+    finally:
+        await agen.aclose()
+    if context[1] is not None:
+        slot.settings_sent[context[0]] = context[1]
+
+
+def _guest_failure(
+    pool: Pool, slot: Any, context: list[Any], mode: str, exc: WorkerCrashed
+) -> WorkerCrashed:
+    """What the caller gets when the other runtime's worker died under its request."""
+    if isinstance(exc, SessionWorkerLost):
+        return exc
+    pool.router.guest_lost(context[0])
+    if mode in ("strict_queue", "strict_fail_fast"):
+        return pool.router.lost_error(context[0], slot.worker_id)
+    return exc
+
+
 async def _guest_attempt(
     pool: Pool,
     slot: Any,
@@ -261,12 +295,10 @@ async def _guest_attempt(
     try:
         result = await slot.handle.request(tool, args, remaining, Ticket(), context)
     except WorkerCrashed as exc:
-        if isinstance(exc, SessionWorkerLost):
+        failure = _guest_failure(pool, slot, context, mode, exc)
+        if failure is exc:
             raise
-        pool.router.guest_lost(context[0])
-        if mode in ("strict_queue", "strict_fail_fast"):
-            raise pool.router.lost_error(context[0], slot.worker_id) from exc
-        raise
+        raise failure from exc
     if context[1] is not None:
         slot.settings_sent[context[0]] = context[1]
     return result
@@ -315,6 +347,11 @@ async def stream(
     mode = pool.config.affinity if affinity is None else check_affinity(affinity)
     while True:
         slot, context = await _checkout(pool, session, mode, timeout)
+        if getattr(slot, "guest", False):
+            assert context is not None
+            async for item in _guest_stream(pool, slot, tool, args, timeout, context, mode):
+                yield item
+            return
         ticket = Ticket()
         try:
             if context is None:

@@ -287,7 +287,8 @@ class SessionRouter:
             from aiotp.workers.ray_guests import RayGuests
 
             self._guests = RayGuests(self.pool)
-        return await self._guests.get(worker, timeout)
+        guest = await self._guests.get(worker, session_id, timeout)
+        return guest
 
     def guest_lost(self, session_id: str) -> None:
         """The other runtime's worker holding the session died under a request: the store

@@ -114,6 +114,16 @@ class RayEcho(aiotp.Adapter):
         return [old, dict(session.settings)]
 
     @aiotp.tool
+    def remember_each(
+        self, key: str, values: list[Any], *, session: aiotp.WorkerSession | None
+    ) -> Iterator[Any]:
+        """A stream over the session's state: yields the value each one replaces."""
+        assert session is not None
+        for value in values:
+            yield session.state.get(key)
+            session.state[key] = value
+
+    @aiotp.tool
     def threads(self) -> int:
         return threading.active_count()
 

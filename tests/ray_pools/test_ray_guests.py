@@ -90,3 +90,37 @@ async def test_the_workers_death_under_the_other_instance_loses_the_session_once
     # Told once: the next request places the session anew, with empty state.
     assert await _remember(b, 5) is None
     assert (await _where(b))["actor"] != home["actor"]
+
+
+@pytest.mark.parametrize("mode", ["strict_queue", "hint"])
+async def test_a_stream_of_the_session_also_runs_on_its_worker(
+    two_instances: tuple[aiotp.Runtime, aiotp.Runtime], mode: str
+) -> None:
+    a, b = two_instances
+    assert await _remember(a, 1) is None
+    home = await _where(a)
+    items = [
+        item
+        async for item in b.stream(
+            "ml",
+            "remember_each",
+            {"key": "k", "values": [2, 3]},
+            session="s1",
+            timeout=30.0,
+            affinity=mode,  # type: ignore[arg-type]
+        )
+    ]
+    assert items == [1, 2]  # the state was there, and the stream moved it on
+    assert await _remember(a, 4) == 3  # and A still finds it on its worker
+    assert await _where(b) == home
+
+
+async def test_a_caller_deadline_while_attaching_is_a_call_timeout(
+    two_instances: tuple[aiotp.Runtime, aiotp.Runtime],
+) -> None:
+    a, b = two_instances
+    await _remember(a, 1)
+    with pytest.raises(aiotp.CallTimeout):
+        await b.execute("ml", "remember", {"key": "k", "value": 2}, session="s1", timeout=0.003)
+    # Nothing was lost: the pin and the state are where they were.
+    assert await _remember(b, 3) == 1
