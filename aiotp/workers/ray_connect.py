@@ -9,7 +9,15 @@
 - Neither: a local Ray is started, bound to 127.0.0.1, with this machine's CPU count and no
   dashboard (``log_to_driver=False``: workers' output stays in Ray's log files).
 
-Ray is one per process, so the runtimes of one process share it: the last runtime using a Ray
+Ray is one per process, so a process is connected to one cluster: a pool whose ``address=``
+names another than the one this process is connected to fails to start (`WorkerStartError`
+naming both) rather than running its workers on the wrong cluster. The connection's address
+is the one aiotp's ``ray.init`` was given (``"local"`` for a local start), and for any
+connection its GCS address (``"host:port"``, which a pool may name too); for a Ray you
+initialised yourself, only its GCS address (or ``"auto"``, which cannot be checked). A pool
+with ``address=None`` uses whatever connection exists.
+
+The runtimes of one process share it: the last runtime using a Ray
 that aiotp initialised closes it (``ray.shutdown()``) when it stops, which also ends a local Ray
 it started. Each runtime joins in its namespace (`Runtime.name`).
 
@@ -42,6 +50,8 @@ KEY = "aiotp.ray"
 _guard = threading.Lock()
 _ours = False
 _users = 0
+_address: str | None = None  # what aiotp's ray.init was given ("local": a local start)
+LOCAL = "local"
 
 
 class RayConnection:
@@ -53,12 +63,40 @@ class RayConnection:
         self.owner = False  # this runtime counts among the users of a Ray aiotp initialised
         self._closed = False
         self._joining: asyncio.Future[None] | None = None
+        # The connection's address (see the module docstring): what aiotp's ray.init was
+        # given, None for a Ray initialised outside aiotp; and its GCS address.
+        self.address: str | None = None
+        self.gcs: str | None = None
 
     async def ensure(self, address: str | None, timeout: float) -> None:
         """Connected, joining `address` or starting a local Ray when Ray is not initialised;
-        `TimeoutError` after `timeout` s (the attempt goes on; the next call waits for it)."""
-        if self.joined:
-            return
+        `TimeoutError` after `timeout` s (the attempt goes on; the next call waits for it);
+        `ConnectionError` when connected to a cluster other than `address`."""
+        if not self.joined:
+            await self._connect(address, timeout)
+        if not self.serves(address):
+            raise ConnectionError(
+                f"this process is connected to Ray at {self.describe()}, not at {address!r} "
+                "(Ray is one per process: one cluster for every pool)"
+            )
+
+    def serves(self, address: str | None) -> bool:
+        """Whether a pool asking for `address` may use this connection."""
+        if address is None or address == self.gcs:
+            return True
+        if self.address is None:  # initialised outside aiotp: "auto" is theirs to mean
+            return address == "auto"
+        return address == self.address
+
+    def describe(self) -> str:
+        gcs = f"GCS {self.gcs}" if self.gcs else "GCS unknown"
+        if self.address is None:
+            return f"{gcs} (initialised outside aiotp)"
+        if self.address == LOCAL:
+            return f"{gcs} (a local Ray aiotp started)"
+        return f"{self.address!r} ({gcs})"
+
+    async def _connect(self, address: str | None, timeout: float) -> None:
         if self._joining is None or (self._joining.done() and self._joining.exception()):
             self._joining = in_thread(lambda: self._join(address))
         try:
@@ -68,7 +106,7 @@ class RayConnection:
         self.joined = True
 
     def _join(self, address: str | None) -> None:
-        global _ours, _users
+        global _ours, _users, _address
         with _guard:
             if ray.is_initialized():
                 if _ours:
@@ -76,8 +114,10 @@ class RayConnection:
                     self.owner = True
             else:
                 ray.init(**self._options(address))
-                _ours, _users = True, _users + 1
+                _ours, _users, _address = True, _users + 1, address or LOCAL
                 self.owner = True
+            self.address = _address if _ours else None
+            self.gcs = _gcs_address()
         if self._closed:  # the runtime stopped while we connected: let go at once
             self._let_go()
 
@@ -113,6 +153,16 @@ class RayConnection:
         self._closed = True
         if self.owner:
             await in_thread(self._let_go)
+
+
+def _gcs_address() -> str | None:
+    """The GCS address of this process's Ray connection (None where Ray does not say, e.g. a
+    Ray Client connection)."""
+    try:
+        gcs = ray.get_runtime_context().gcs_address
+    except Exception:
+        return None
+    return gcs if isinstance(gcs, str) else None
 
 
 def _loopback_only() -> None:

@@ -112,6 +112,23 @@ async def test_garbage_adapter_paths_and_options_ray_refuses_are_start_errors(
     await no_actors_left(rt.name, "nomod-")
 
 
+@pytest.mark.expect_errors("failed to start")
+async def test_a_pool_asking_for_another_cluster_is_a_start_error(rt: aiotp.Runtime) -> None:
+    # This process is connected to the module's local Ray: Ray is one per process, so a pool
+    # naming another cluster must not run there silently.
+    await rt.start_pool("here", ECHO, profile="ray", size=1)
+    gcs = ray.get_runtime_context().gcs_address
+    with pytest.raises(aiotp.WorkerStartError) as err:
+        await rt.start_pool(
+            "far", ECHO, profile="ray", size=1, address="10.255.255.1:6379", start_timeout=2.0
+        )
+    assert "10.255.255.1:6379" in str(err.value) and gcs in str(err.value)
+    assert live_actors(rt.name, "far-") == []
+    # Naming the cluster it is connected to (its GCS address) is fine.
+    await rt.start_pool("same", ECHO, profile="ray", size=1, address=gcs)
+    assert await rt.execute("same", "twice", {"x": 2}) == 4
+
+
 def test_bad_ray_settings_are_refused_with_typed_errors() -> None:
     with pytest.raises(ValueError, match="profile='ray' only"):
         aiotp.pool_spec("p", ECHO, profile="thread", ray_options={"num_cpus": 1})
