@@ -14,16 +14,22 @@ It is the Ray twin of host.py, the worker-process host, and keeps its promises:
   group    threads           methods
   ======== ================= =====================================================
   lane     threads_per_worker ``call``, ``stream``: the tools themselves
-  control  2                  ``cancel``, ``credit``, ``drop``, ``teardown``
+  control  2                  ``cancel``, ``credit``, ``drop``, ``drain``, ``teardown``
   ping     4                  ``ping`` (heartbeats overlap; each waits for the lane)
   watch    1                  ``watch``: never returns; fails when the actor dies
   default  1                  ``ready``: load the adapter, run ``setup()``
   ======== ================= =====================================================
 
 - Heartbeats go through the lane: ``ping`` answers at once while a lane thread is free (or
-  paused by a slow stream consumer), otherwise only once a lane thread finishes a tool. A
-  worker whose every lane thread is stuck (sleeping forever, or holding the GIL, which also
-  stops the ping thread) misses heartbeats and is replaced, as a process worker would be.
+  paused by a slow stream consumer); while a lane thread awaits an async tool, it answers once
+  that thread's event loop runs a callback (the loop is alive: the tool is waiting, not stuck,
+  as a process worker's loop would answer); otherwise only once a lane thread finishes a tool.
+  A worker whose every lane thread is stuck (a sync tool sleeping forever, an async one
+  blocking its loop, or holding the GIL, which also stops the ping thread) misses heartbeats
+  and is replaced, as a process worker would be.
+- Stopping drains the actor, not only the caller's handle: ``drain`` waits until no request
+  runs here, those of other runtimes attached to this worker (ray_guests.py) included, so
+  that they get the pool's shutdown grace too and ``teardown()`` never runs under them.
 - A non-thread-safe adapter is never entered twice at once, whatever the lane's size.
 - Streams are flow-controlled exactly like a process worker's (credit.py): at most ``WINDOW``
   items beyond those the caller took; ``credit`` gives more, ``cancel`` stops the generator
@@ -49,6 +55,7 @@ from aiotp.workers import protocol as p
 from aiotp.workers.adapter import load_adapter
 from aiotp.workers.credit import WINDOW, CreditGate
 from aiotp.workers.invoke import Toolbox, describe_failure
+from aiotp.workers.ray_lane import Lane
 
 __all__ = ["CANCELLED_TYPE", "RayHost", "concurrency_groups"]
 
@@ -75,12 +82,7 @@ class RayHost:
         self.max_frame = max_frame
         self.box: Toolbox | None = None
         self._serial: threading.Lock | None = None  # set for adapters that are not thread-safe
-        # Lane accounting for heartbeats: tools running, streams paused for credit, and a
-        # counter of finished lane jobs (progress a waiting ping can see).
-        self._cond = threading.Condition(threading.Lock())
-        self._running = 0
-        self._paused = 0
-        self._progress = 0
+        self._lane = Lane(threads)  # what heartbeats and drain read (ray_lane.py)
         self._cancelled: dict[int, None] = {}  # insertion-ordered, bounded (_CANCEL_MEMORY)
         self._tasks: dict[int, tuple[asyncio.AbstractEventLoop, asyncio.Task[Any]]] = {}
         self._gates: dict[int, CreditGate] = {}
@@ -125,12 +127,12 @@ class RayHost:
         rid = frame[1]
         if self._skip(rid):
             return _cancelled(rid)
-        self._enter()
+        self._lane.enter()
         try:
             return self._run(frame)
         finally:
             self._cancelled.pop(rid, None)
-            self._leave()
+            self._lane.leave()
 
     @ray.method(concurrency_group=LANE)
     def stream(self, data: bytes) -> Iterator[bytes]:
@@ -142,27 +144,19 @@ class RayHost:
             yield _cancelled(rid)
             return
         gate = self._gates[rid] = CreditGate(WINDOW)
-        self._enter()
+        self._lane.enter()
         try:
             yield from self._produce(frame, gate)
         finally:
             self._gates.pop(rid, None)
             self._cancelled.pop(rid, None)
-            self._leave()
+            self._lane.leave()
 
     # -- ping ------------------------------------------------------------------------------
     @ray.method(concurrency_group=PING)
     def ping(self, timeout: float) -> bool:
-        """True once the lane shows it is alive (a thread free or paused, or a lane job that
-        finished while we waited); False after `timeout` without any sign."""
-        with self._cond:
-            if self._running - self._paused < self.threads:
-                return True
-            seen = self._progress
-            return self._cond.wait_for(
-                lambda: self._progress != seen or self._running - self._paused < self.threads,
-                timeout,
-            )
+        """True once the lane shows it is alive (see ray_lane.py); False after `timeout`."""
+        return self._lane.alive(timeout)
 
     # -- control ---------------------------------------------------------------------------
     @ray.method(concurrency_group=CONTROL)
@@ -196,6 +190,15 @@ class RayHost:
             self.box.sessions.drop(session_id)
 
     @ray.method(concurrency_group=CONTROL)
+    def drain(self, grace: float) -> int:
+        """Wait until no request runs in this actor, at most `grace` s; how many still run.
+
+        Why here and not in the caller's handle: the handle knows only its own requests, but
+        other runtimes' requests (guests, ray_guests.py) run here too; the owner stopping its
+        pool gives them the same grace, and runs ``teardown()`` only once they are over."""
+        return self._lane.idle(grace)
+
+    @ray.method(concurrency_group=CONTROL)
     def teardown(self) -> str:
         """The graceful end (the caller kills the actor right after): the adapter's
         ``teardown()``; what it raised, as text ("" when it did not)."""
@@ -217,21 +220,6 @@ class RayHost:
     # -- internals ---------------------------------------------------------------------------
     def _skip(self, rid: int) -> bool:
         return rid in self._cancelled
-
-    def _enter(self) -> None:
-        with self._cond:
-            self._running += 1
-
-    def _leave(self) -> None:
-        with self._cond:
-            self._running -= 1
-            self._progress += 1
-            self._cond.notify_all()
-
-    def _pause(self, paused: bool) -> None:
-        with self._cond:
-            self._paused += 1 if paused else -1
-            self._cond.notify_all()
 
     def _encode(self, frame: list[Any]) -> bytes:
         try:
@@ -286,7 +274,8 @@ class RayHost:
         try:
             if rid in self._cancelled:  # cancelled between our check and the task's creation
                 task.cancel()
-            return loop.run_until_complete(task)
+            with self._lane.awaiting(loop):  # pings ask this loop meanwhile (ray_lane.py)
+                return loop.run_until_complete(task)
         finally:
             self._tasks.pop(rid, None)
 
@@ -335,11 +324,11 @@ class RayHost:
         try:
             while rid not in self._cancelled:
                 if credit <= 0:
-                    self._pause(True)  # waiting for a slow consumer is not being stuck
+                    self._lane.pause(True)  # waiting for a slow consumer is not being stuck
                     try:
                         credit = gate.take(lambda: rid in self._cancelled)
                     finally:
-                        self._pause(False)
+                        self._lane.pause(False)
                     continue
                 if serial is not None:
                     serial.acquire()

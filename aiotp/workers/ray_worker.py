@@ -16,8 +16,10 @@ use for thread and process workers, with the same guarantees:
 - A caller that times out or is cancelled gets its answer at once (`CallTimeout`, or the
   cancellation); the actor is told to skip or cancel the request (``cancel``), and the request's
   ticket ends only when the actor's answer arrives, so the pool keeps the slot busy until then.
-- `stop(grace)`: in-flight requests get ``grace`` seconds, then the adapter's ``teardown()``,
-  then ``ray.kill``; it returns once Ray reports the actor dead (or after a few seconds more).
+- `stop(grace)`: in-flight requests get ``grace`` seconds, this handle's and then those the
+  actor runs for other runtimes (``drain``), then the adapter's ``teardown()`` (only once no
+  request runs), then ``ray.kill``; it returns once Ray reports the actor dead (or after a few
+  seconds more).
   `kill()`: ``ray.kill`` at once.
 """
 
@@ -36,12 +38,12 @@ from ray.exceptions import RayActorError, RayError, RayTaskError
 from aiotp.runtime.errors import CallTimeout
 from aiotp.workers import protocol as p
 from aiotp.workers.errors import (
-    SerializationError,
     ToolError,
     UnknownTool,
     WorkerCrashed,
     WorkerStartError,
 )
+from aiotp.workers.ray_calls import expire, request_frame, retrieve, short, wait, when_done
 from aiotp.workers.streaming import Stream
 from aiotp.workers.ticket import Ticket
 
@@ -50,6 +52,8 @@ __all__ = ["RayWorker"]
 _log = logging.getLogger("aiotp.workers")
 #: How long `stop` waits for Ray to report a killed actor dead before returning anyway.
 DEATH_WAIT = 5.0
+#: How much longer than its grace `stop` waits for the actor's ``drain`` to answer.
+DRAIN_SLACK = 5.0
 
 
 class RayWorker:
@@ -96,10 +100,10 @@ class RayWorker:
         when it fails. The watch call goes out first, so that a death during setup is seen.
         With `attach`, learn them from a worker already set up (by another runtime)."""
         self._watch = self.actor.watch.remote()
-        _when_done(self._watch, self._watch_ended, self._loop)
+        when_done(self._watch, self._watch_ended, self._loop)
         method = self.actor.describe if attach else self.actor.ready
         try:
-            data = await _wait(method.remote(), self._loop)
+            data = await wait(method.remote(), self._loop)
         except RayError as exc:
             raise WorkerStartError(
                 f"worker {self.worker_id}: its Ray actor died before it was ready: {exc}",
@@ -120,7 +124,7 @@ class RayWorker:
     # -- answers (on the loop) ---------------------------------------------------------------
     def _watch_ended(self, cf: ConcurrentFuture[Any]) -> None:
         exc = cf.exception()
-        reason = "stopped" if self._killed else f"its Ray actor died: {_short(exc)}"
+        reason = "stopped" if self._killed else f"its Ray actor died: {short(exc)}"
         self.gone(reason)
 
     def _answered(self, rid: int, cf: ConcurrentFuture[Any]) -> None:
@@ -131,13 +135,13 @@ class RayWorker:
         try:
             outcome: Any = self._decode(cf.result())
         except RayActorError as exc:
-            outcome = self._crash(f"its Ray actor died: {_short(exc)}")
-            self.gone(f"its Ray actor died: {_short(exc)}")
+            outcome = self._crash(f"its Ray actor died: {short(exc)}")
+            self.gone(f"its Ray actor died: {short(exc)}")
         except RayTaskError as exc:  # the host itself failed (a bug): the tool's caller's error
             cause = getattr(exc, "cause", None) or exc
             outcome = ToolError(type(cause).__name__, str(cause))
         except RayError as exc:  # its result was lost (its node died after it ran)
-            outcome = self._crash(f"its result was lost: {_short(exc)}")
+            outcome = self._crash(f"its result was lost: {short(exc)}")
         except Exception as exc:  # a garbled answer: this caller's error
             outcome = ToolError(type(exc).__name__, str(exc))
         if ticket is not None:
@@ -187,7 +191,7 @@ class RayWorker:
 
     # -- requests --------------------------------------------------------------------------
     def _send(self, rid: int, tool: str, args: dict[str, Any], session: list[Any] | None) -> bytes:
-        data = p.pack(_request_frame(rid, tool, args, session), self.max_frame)
+        data = p.pack(request_frame(rid, tool, args, session), self.max_frame)
         if self.closed.done():
             raise WorkerCrashed(f"worker {self.worker_id} is gone", self.worker_id, delivered=False)
         return data
@@ -211,10 +215,10 @@ class RayWorker:
             raise
         waiter: asyncio.Future[Any] = self._loop.create_future()
         self._pending[rid] = (waiter, ticket, ref)
-        _when_done(ref, lambda cf: self._answered(rid, cf), self._loop)
+        when_done(ref, lambda cf: self._answered(rid, cf), self._loop)
         timer = None
         if timeout is not None:
-            timer = self._loop.call_later(timeout, _expire, waiter, tool, self.worker_id, timeout)
+            timer = self._loop.call_later(timeout, expire, waiter, tool, self.worker_id, timeout)
         self.in_flight += 1
         self.requests += 1
         try:
@@ -285,9 +289,9 @@ class RayWorker:
                 else:
                     stream.push(p.ERROR, self._error(frame))
         except RayActorError as exc:
-            self.gone(f"its Ray actor died: {_short(exc)}")
+            self.gone(f"its Ray actor died: {short(exc)}")
         except RayError as exc:
-            stream.push(p.ERROR, self._crash(f"its stream was lost: {_short(exc)}"))
+            stream.push(p.ERROR, self._crash(f"its stream was lost: {short(exc)}"))
         finally:
             if ticket is not None:
                 ticket.end()
@@ -301,17 +305,17 @@ class RayWorker:
         """A one-way control call; its outcome is read (and dropped) so that Ray never reports
         the error of a call to an actor that died meanwhile as unhandled."""
         with contextlib.suppress(Exception):
-            _when_done(getattr(self.actor, method).remote(*args), _retrieve)
+            when_done(getattr(self.actor, method).remote(*args), retrieve)
 
     async def ping(self, timeout: float) -> float:
         if self.closed.done():
             raise WorkerCrashed(f"worker {self.worker_id} is gone", self.worker_id, delivered=False)
         started = self._loop.time()
         try:
-            answer = _wait(self.actor.ping.remote(timeout), self._loop)
+            answer = wait(self.actor.ping.remote(timeout), self._loop)
             alive = await asyncio.wait_for(answer, timeout)
         except RayActorError as exc:
-            raise self._crash(_short(exc)) from None
+            raise self._crash(short(exc)) from None
         except TimeoutError:
             alive = False
         if not alive:
@@ -320,8 +324,9 @@ class RayWorker:
 
     # -- ending ----------------------------------------------------------------------------
     async def stop(self, grace: float) -> None:
-        """In-flight requests get `grace` s, then ``teardown()``, then ``ray.kill``; returns once
-        Ray reports the actor dead. Safe to cancel: the actor is then killed at once."""
+        """In-flight requests get `grace` s (this handle's, then any the actor runs, guests'
+        included), then ``teardown()`` if none is left, then ``ray.kill``; returns once Ray
+        reports the actor dead. Safe to cancel: the actor is then killed at once."""
         if self.closed.done():
             return
         try:
@@ -330,12 +335,12 @@ class RayWorker:
                 if self.closed.done():
                     return
                 await asyncio.sleep(0.01)
+            # Then the actor's own count: other runtimes' requests run there too (guests).
             if not self._pending and not self._streams and not self.closed.done():
-                with contextlib.suppress(Exception):
-                    failed = await asyncio.wait_for(
-                        _wait(self.actor.teardown.remote(), self._loop),
-                        max(deadline - self._loop.time(), 1.0),
-                    )
+                left = max(deadline - self._loop.time(), 0.0)
+                if await self._ask("drain", left, timeout=left + DRAIN_SLACK) == 0:
+                    left = deadline - self._loop.time()
+                    failed = await self._ask("teardown", timeout=max(left, 1.0))
                     if failed:
                         _log.warning("teardown of worker %s failed: %s", self.worker_id, failed)
             self.kill(confirm=True)
@@ -346,6 +351,16 @@ class RayWorker:
             raise
         finally:
             self.gone("stopped")
+
+    async def _ask(self, method: str, *args: Any, timeout: float) -> Any:
+        """A control call's answer, or None when the actor died or did not answer within
+        `timeout` s (its outcome is read either way: no "unhandled error" from Ray)."""
+        try:
+            ref = getattr(self.actor, method).remote(*args)
+            when_done(ref, retrieve)
+            return await asyncio.wait_for(wait(ref, self._loop), timeout)
+        except Exception:  # RayError, TimeoutError: dead or stuck, it is killed next anyway
+            return None
 
     async def _dead(self) -> None:
         """Until the watch call failed: Ray's word that the actor is dead."""
@@ -368,56 +383,3 @@ class RayWorker:
 
     def statistics(self) -> dict[str, int]:
         return {"requests": self.requests, "errors": self.errors, "in_flight": self.in_flight}
-
-
-def _request_frame(
-    rid: int, tool: str, args: dict[str, Any], session: list[Any] | None
-) -> list[Any]:
-    if session is None:
-        return [p.REQUEST, rid, tool, args]
-    if session[1] is not None:
-        try:
-            p.pack([session[1]])
-        except SerializationError as exc:
-            raise SerializationError(
-                f"session {session[0]!r}: its settings (the session's metadata) cannot cross "
-                f"to a Ray worker: {exc}"
-            ) from None
-    return [p.REQUEST, rid, tool, args, session[0], session[1]]
-
-
-def _expire(waiter: asyncio.Future[Any], tool: str, worker_id: str, timeout: float) -> None:
-    if not waiter.done():
-        waiter.set_exception(
-            CallTimeout(f"{tool} on worker {worker_id} got no answer within {timeout} s")
-        )
-
-
-def _when_done(ref: Any, callback: Any, loop: asyncio.AbstractEventLoop | None = None) -> None:
-    """Run `callback(concurrent_future)` when `ref` resolves: on `loop` when given (Ray calls
-    back from its own thread), else in Ray's thread."""
-    cf = ref.future()
-    if loop is None:
-        cf.add_done_callback(callback)
-        return
-
-    def back(done: ConcurrentFuture[Any]) -> None:
-        with contextlib.suppress(RuntimeError):  # the loop closed: nobody waits any more
-            loop.call_soon_threadsafe(callback, done)
-
-    cf.add_done_callback(back)
-
-
-async def _wait(ref: Any, loop: asyncio.AbstractEventLoop) -> Any:
-    return await asyncio.wrap_future(ref.future(), loop=loop)
-
-
-def _retrieve(cf: ConcurrentFuture[Any]) -> None:
-    cf.exception()
-
-
-def _short(exc: BaseException | None) -> str:
-    if exc is None:
-        return "it ended"
-    text = str(exc).strip().splitlines()
-    return f"{type(exc).__name__}: {text[0] if text else ''}"[:300]

@@ -54,6 +54,14 @@ class RayEcho(aiotp.Adapter):
         time.sleep(seconds)
         return seconds
 
+    @aiotp.tool
+    def sleep_marked(self, path: str, seconds: float) -> float:
+        """`sleep`, first creating the file `path`: a test sees the tool run (not only sent)."""
+        with open(path, "w"):
+            pass
+        time.sleep(seconds)
+        return seconds
+
     @aiotp.tool(idempotent=True)
     def slow_twice(self, x: int, seconds: float) -> int:
         time.sleep(seconds)

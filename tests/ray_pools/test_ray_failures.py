@@ -115,6 +115,19 @@ async def test_heartbeat_replaces_a_worker_whose_lane_is_stuck_not_a_paused_stre
     await eventually(lambda: first[0] not in live_actors(rt.name, "beat-"), "old actor gone")
 
 
+async def test_heartbeat_keeps_a_worker_whose_only_lane_thread_awaits_an_async_tool(
+    rt: aiotp.Runtime,
+) -> None:
+    # One lane thread, awaiting for several heartbeat windows: its event loop still answers,
+    # so the worker is alive (as a process worker would be), not stuck.
+    beat = aiotp.Heartbeat(interval=0.5, timeout=1.0, max_missed=2)
+    await rt.start_pool("await", ECHO, profile="ray", size=1, threads_per_worker=1, heartbeat=beat)
+    before = await rt.execute("await", "where", timeout=30)
+    assert await rt.execute("await", "async_sleep", {"seconds": 5.0}, timeout=60) == "done"
+    assert await rt.execute("await", "where", timeout=30) == before
+    assert rt.pool_stats("await").restarts == 0
+
+
 async def test_stopping_the_pool_mid_call_drains_then_kills(rt: aiotp.Runtime) -> None:
     await rt.start_pool("drain", ECHO, profile="ray", size=2, shutdown=10.0)
     calls = [

@@ -1,7 +1,8 @@
 """Two runtimes (two app instances) with one name share a Redis session store and a Ray
 namespace: a session pinned to one runtime's Ray worker is served on that worker by the other
 runtime too (its WorkerSession state goes on), and when that worker dies under the other
-runtime's request, the session is told it is lost (strict) and is placed anew after."""
+runtime's request, the session is told it is lost (strict) and is placed anew after. The owner
+stopping its pool gives the other runtime's request in flight there the pool's grace."""
 
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ import pytest
 import aiotp
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "session_redis"))
+from ray_helpers import eventually
 from redis_server import RedisServer, require_redis
 
 pytestmark = pytest.mark.usefixtures("ray_local")
@@ -124,3 +126,25 @@ async def test_a_caller_deadline_while_attaching_is_a_call_timeout(
         await b.execute("ml", "remember", {"key": "k", "value": 2}, session="s1", timeout=0.003)
     # Nothing was lost: the pin and the state are where they were.
     assert await _remember(b, 3) == 1
+
+
+async def test_the_owner_stopping_its_pool_lets_the_other_instances_request_finish(
+    two_instances: tuple[aiotp.Runtime, aiotp.Runtime], tmp_path: Path
+) -> None:
+    a, b = two_instances
+    await _remember(a, 1)  # pinned to A's worker
+    started = tmp_path / "started"
+    slow = asyncio.ensure_future(
+        b.execute(
+            "ml",
+            "sleep_marked",
+            {"path": str(started), "seconds": 2.0},
+            session="s1",
+            timeout=60.0,
+        )
+    )
+    await eventually(started.exists, "B's request runs on A's worker")
+    # A's handle holds no request of its own: only the actor knows B's is running. It gets
+    # the pool's shutdown grace (5 s) before teardown and the kill.
+    await a.stop_pool("ml")
+    assert await asyncio.wait_for(slow, 30.0) == 2.0
