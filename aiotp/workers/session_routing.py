@@ -106,6 +106,8 @@ class SessionRouter:
             return
         self.lost.pop(session_id, None)
         self.born.pop(session_id, None)
+        if self._pins is not None:
+            self._pins.forget(session_id)
         slot = self.pins.pop(session_id, None)
         if slot is not None:
             self._release(slot, session_id)
@@ -133,9 +135,7 @@ class SessionRouter:
         try:
             store.pin(session_id, self.pool.name, worker_id)
         except Exception:  # the session ended meanwhile: nothing to record
-            self.pool.log.debug(
-                "could not record the pin of session %r", session_id, exc_info=True
-            )
+            self.pool.log.debug("could not record the pin of session %r", session_id, exc_info=True)
 
     def _record(self, session_id: str) -> Any:
         """The session from the store (created on first use, touched), or None when the
@@ -165,7 +165,12 @@ class SessionRouter:
         there is the session's pin. Our own pin writes are flushed first (we read what we
         wrote); a pin of ours that the store no longer shows (another runtime moved or unpinned
         the session) is dropped with its worker state, and the recorded one is then adopted,
-        placed anew or reported lost as for any pin this router did not make."""
+        placed anew or reported lost as for any pin this router did not make.
+
+        A pin of ours whose write failed (`PinWriter.failed`) is not in the store: a store
+        showing no pin then says nothing about other runtimes, so the pin is kept and written
+        again; only another worker's pin recorded there drops it. Once our pin was written, a
+        store showing none means someone unpinned the session after us."""
         pins = self._pins
         if pins is not None and session_id in pins.running:
             await pins.flush(session_id)
@@ -175,9 +180,16 @@ class SessionRouter:
         # Only when no pin of ours was decided during the read: it may not show one yet.
         if record is not None and slot is not None and pins is not None and pins.puts == puts:
             recorded = (record.affinity or {}).get(self.pool.name)
-            if recorded != slot.worker_id and self.born.get(session_id) == record.created_at:
+            unwritten = pins.failed.get(session_id, False) == slot.worker_id
+            same = self.born.get(session_id) == record.created_at
+            if recorded == slot.worker_id:
+                pins.forget(session_id)  # it landed after all (only its reply was lost)
+            elif unwritten and recorded is None and same:
+                pins.put(session_id, slot.worker_id)  # ours never landed: write it again
+            elif same:
                 del self.pins[session_id]
                 self.born.pop(session_id, None)
+                pins.forget(session_id)
                 self._release(slot, session_id)
         return record
 
