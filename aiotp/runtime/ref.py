@@ -24,6 +24,7 @@ from collections.abc import Awaitable, Generator
 from enum import IntEnum
 from typing import TYPE_CHECKING, Any, Final
 
+from aiotp.runtime.call_timing import SAMPLE_MASK as _SAMPLE_MASK
 from aiotp.runtime.call_timing import timings as _timings
 from aiotp.runtime.errors import AiotpError, CallTimeout, MailboxFull, NoProc
 
@@ -297,6 +298,11 @@ class ActorRef:
         self._put((CALL, msg, Caller(fut, self, sender)))
         # Empty unless a metrics exporter asked for call latencies (see call_timing.py).
         timing = _timings.get(self._rt) if _timings else None
+        if timing is not None:
+            # One call in SAMPLE_EVERY is timed (call_timing.py): the histogram is a sample.
+            timing.tick += 1
+            if timing.tick & _SAMPLE_MASK:
+                timing = None
         if timing is None:
             if timeout is None:
                 return await fut

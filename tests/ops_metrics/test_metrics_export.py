@@ -76,9 +76,10 @@ async def test_scrape_reports_calls_pools_deaths_supervisors_and_sessions() -> N
         exporter = serve_metrics(rt)
         try:
             assert exporter.url == f"http://127.0.0.1:{exporter.port}/metrics"
-            # Actor calls: timed by the callee's class.
+            # Actor calls: timed by the callee's class, one call in SAMPLE_EVERY (the count
+            # is the sample scaled back up: 2 samples of 16 calls -> 16).
             counter = await rt.spawn(Counter)
-            for _ in range(5):
+            for _ in range(2 * call_timing.SAMPLE_EVERY):
                 await counter.call("bump")
             # A process pool: requests, then a worker SIGKILLed from outside.
             await rt.start_pool("ml", ECHO, profile="process", size=2)
@@ -123,9 +124,11 @@ async def test_scrape_reports_calls_pools_deaths_supervisors_and_sessions() -> N
     rt_ = {"runtime": "shop"}
     assert value(s, "aiotp_metrics_runtime_up", **rt_) == 1
     assert value(s, "aiotp_metrics_sessions_up", **rt_) == 1
-    assert value(s, "aiotp_actor_call_duration_seconds_count", **rt_, actor="Counter") == 5
+    calls = 2 * call_timing.SAMPLE_EVERY
+    assert value(s, "aiotp_actor_call_duration_seconds_count", **rt_, actor="Counter") == calls
     assert (
-        value(s, "aiotp_actor_call_duration_seconds_bucket", **rt_, actor="Counter", le="+Inf") == 5
+        value(s, "aiotp_actor_call_duration_seconds_bucket", **rt_, actor="Counter", le="+Inf")
+        == calls
     )
     assert value(s, "aiotp_actor_call_duration_seconds_sum", **rt_, actor="Counter") > 0
     ml = {**rt_, "pool": "ml"}
@@ -206,10 +209,13 @@ async def test_two_runtimes_side_by_side_count_only_their_own() -> None:
             await left.start_pool("p", ECHO, profile="thread", size=1)
             await right.start_pool("p", ECHO, profile="thread", size=2)
             ref = await right.spawn(Counter)
-            await ref.call("x")
+            every = call_timing.SAMPLE_EVERY
+            for _ in range(every):  # one sample
+                await ref.call("x")
             sa, sb = await scrape(a.url), await scrape(b.url)
             b2.close()  # the other exporter of `right` keeps its call timing
-            await ref.call("x")
+            for _ in range(every):
+                await ref.call("x")
             sb2 = await scrape(b.url)
     assert value(sa, "aiotp_pool_worker_starts_total", runtime="left", pool="p") == 1
     assert value(sb, "aiotp_pool_worker_starts_total", runtime="right", pool="p") == 2
@@ -219,10 +225,12 @@ async def test_two_runtimes_side_by_side_count_only_their_own() -> None:
         value(sa, "aiotp_actor_call_duration_seconds_count", runtime="left", actor="Counter") == 0
     )
     assert (
-        value(sb, "aiotp_actor_call_duration_seconds_count", runtime="right", actor="Counter") == 1
+        value(sb, "aiotp_actor_call_duration_seconds_count", runtime="right", actor="Counter")
+        == every
     )
     assert (
-        value(sb2, "aiotp_actor_call_duration_seconds_count", runtime="right", actor="Counter") == 2
+        value(sb2, "aiotp_actor_call_duration_seconds_count", runtime="right", actor="Counter")
+        == 2 * every
     )
     assert not call_timing.timings
 
