@@ -7,7 +7,12 @@ The fields and their order are `redis_lua.FIELDS`; scalars are decimal strings, 
 Decisions:
 - Metadata and programs must be msgpack types (None, bool, int, float, str, bytes, lists, maps),
   as for `SessionStore.export`: anything else is refused with `TypeError` naming the key
-  (``metadata['conn']``) before anything is sent. Tuples come back as lists.
+  (``metadata['conn']``) before anything is sent. Tuples come back as lists. Map keys must be
+  str, int, float, bytes, bool or None (`TypeError` naming the key otherwise): a tuple key
+  packs, but comes back as a list, which no dict can hold, and the session would be unreadable.
+- A TTL is a finite number of seconds in (0, `MAX_TTL`] (1e9 s, 31 years), checked here before
+  any write: the key's expiry in ms must stay an integer Redis accepts, and a value it refuses
+  would leave a session half written.
 - Times are written as ``repr(float)`` (exact) or by the server as ``%.6f`` seconds.
 - A hash that does not decode (written by something else, or corrupt) raises `SessionStoreError`
   naming the session and the field: the store never hands out half a session.
@@ -23,14 +28,56 @@ import msgpack
 from aiotp.session_store.errors import SessionStoreError
 from aiotp.session_store.session import Session
 
-__all__ = ["EMPTY_MAP", "changes", "decode", "new_fields", "pack", "unpack_map"]
+__all__ = [
+    "EMPTY_MAP",
+    "MAX_TTL",
+    "changes",
+    "check_ttl",
+    "decode",
+    "new_fields",
+    "pack",
+    "unpack_map",
+]
 
 EMPTY_MAP = b"\x80"
+MAX_TTL = 1e9  # seconds (31 years): a key's expiry in ms must stay an integer Redis accepts
+_KEY_TYPES = (str, int, float, bytes, bool, type(None))
+
+
+def check_ttl(value: Any) -> float:
+    """`value` as a TTL: finite, > 0 and at most `MAX_TTL`; `ValueError` otherwise."""
+    if (
+        not isinstance(value, int | float)
+        or isinstance(value, bool)
+        or not math.isfinite(value)
+        or value <= 0
+        or value > MAX_TTL
+    ):
+        raise ValueError(f"ttl must be a positive finite number (at most {MAX_TTL}), got {value!r}")
+    return float(value)
+
+
+def _check_keys(where: str, value: Any) -> None:
+    """`TypeError` naming the first map key (at any depth) that would not come back as itself."""
+    if isinstance(value, dict):
+        for key, item in value.items():
+            if not isinstance(key, _KEY_TYPES):
+                raise TypeError(
+                    f"{where}: key {key!r} is a {type(key).__name__}; map keys must be str, int, "
+                    "float, bytes, bool or None (it would not come back as a key)"
+                )
+            _check_keys(f"{where}[{key!r}]", item)
+    elif isinstance(value, list | tuple):
+        for i, item in enumerate(value):
+            _check_keys(f"{where}[{i}]", item)
+
+
 _new = object.__new__
 
 
 def pack(where: str, value: dict[str, Any]) -> bytes:
     """`value` as msgpack; `TypeError` naming the first key msgpack cannot store."""
+    _check_keys(where, value)
     try:
         data: bytes = msgpack.packb(value, use_bin_type=True)
     except (TypeError, ValueError, OverflowError) as exc:
@@ -98,7 +145,7 @@ def new_fields(s: Session) -> list[Any]:
         raise TypeError(f"stats['accesses'] must be an int, got {accesses!r}")
     args: list[Any] = [
         "ttl",
-        repr(float(s.ttl)),
+        repr(check_ttl(s.ttl)),
         "born",
         repr(float(s.created_at)),
         "aw",
@@ -127,14 +174,7 @@ def changes(old: Session, raw: list[Any], new: Session) -> tuple[int, list[Any]]
     inside one (which a one-level copy shares with `old`) is still seen."""
     out: list[Any] = []
     if new.ttl != old.ttl:
-        if (
-            not isinstance(new.ttl, int | float)
-            or isinstance(new.ttl, bool)
-            or not math.isfinite(new.ttl)
-            or new.ttl <= 0
-        ):
-            raise ValueError(f"ttl must be a positive finite number, got {new.ttl!r}")
-        out += ["ttl", repr(float(new.ttl))]
+        out += ["ttl", repr(check_ttl(new.ttl))]
     if new.created_at != old.created_at:
         out += ["born", repr(float(new.created_at))]
     if new.last_heartbeat != old.last_heartbeat:

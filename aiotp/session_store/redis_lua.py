@@ -36,6 +36,8 @@ from __future__ import annotations
 
 import hashlib
 
+from aiotp.session_store.redis_codec import MAX_TTL
+
 __all__ = ["FIELDS", "Scripts", "build"]
 
 #: The order of the fields in every reply that carries a session.
@@ -55,6 +57,7 @@ else
 end
 local GRACE = @GRACE@
 local SLACK = @SLACK@
+local MAX_TTL = @MAXTTL@
 local HBT = @HBT@
 local KEY = KEYS[1]
 local ID = string.sub(KEY, #P + 3)
@@ -69,11 +72,24 @@ local function expired(f)
   return NOW - tonumber(f[1]) > tonumber(f[2])
 end
 
+-- a TTL the store accepts (the client checks it too): every script checks it before its first
+-- write, so a refused value never leaves a session half written
+local function bad_ttl(v)
+  local t = tonumber(v)
+  return not t or t ~= t or t <= 0 or t > MAX_TTL
+end
+
+-- milliseconds as an integer string: tostring would write a large one as 1e+15, which
+-- PEXPIRE refuses
+local function ms(x)
+  return string.format('%d', x)
+end
+
 -- the key lives until the deadline plus the grace (in real milliseconds from now)
 local function pexpire(key, la, ttl)
   local left = math.ceil((la + ttl - NOW) * 1000)
   if left < 0 then left = 0 end
-  redis.call('PEXPIRE', key, left + GRACE)
+  redis.call('PEXPIRE', key, ms(left + GRACE))
 end
 
 -- remove a session for `reason`; `f` its fields, or false when Redis had already dropped them
@@ -130,7 +146,7 @@ local function touch(f)
     f[14] = tostring(deadline)
     redis.call('HSET', KEY, 'la', NOW_S, 'acc', f[8], 'dl', f[14])
     redis.call('ZADD', EXP, deadline, ID)
-    redis.call('PEXPIRE', KEY, math.ceil(ttl * 1000) + GRACE)
+    redis.call('PEXPIRE', KEY, ms(math.ceil(ttl * 1000) + GRACE))
   else
     redis.call('HSET', KEY, 'la', NOW_S, 'acc', f[8])
   end
@@ -204,6 +220,11 @@ return cmsgpack.pack({'ok'})
 CREATE = (
     _PRELUDE
     + """
+for i = 7, #ARGV, 2 do
+  if ARGV[i] == 'ttl' and bad_ttl(ARGV[i + 1]) then
+    return redis.error_reply('ttl out of range: ' .. ARGV[i + 1])
+  end
+end
 local f = fetch(KEY)
 local took = false
 if f[1] then
@@ -284,6 +305,11 @@ if not f then return cmsgpack.pack({'none', CLAIMED}) end
 local op = ARGV[2]
 if op == 'cas' then
   if f[9] ~= ARGV[3] then return cmsgpack.pack({'conflict'}) end
+  for i = 5, #ARGV, 2 do
+    if ARGV[i] == 'ttl' and bad_ttl(ARGV[i + 1]) then
+      return redis.error_reply('ttl out of range: ' .. ARGV[i + 1])
+    end
+  end
   -- one HSET for everything: what fn changed, the touch, accesses, the version
   local at = {ttl = 2, born = 3, hb = 4, aw = 5}
   f[1] = NOW_S
@@ -421,6 +447,7 @@ class Scripts:
                 .replace("@GRACE@", str(int(grace_ms)))
                 .replace("@SLACK@", repr(min(1.0, grace_ms / 2000)))
                 .replace("@HBT@", hbt)
+                .replace("@MAXTTL@", repr(MAX_TTL))
             )
             self.source[name] = src
             self.sha[name] = hashlib.sha1(src.encode()).hexdigest()

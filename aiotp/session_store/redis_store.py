@@ -94,6 +94,7 @@ from aiotp.session_store.errors import (
 )
 from aiotp.session_store.events import _Registry
 from aiotp.session_store.lifecycle import INPUT_REQUIRED, check_table, check_worker_id
+from aiotp.session_store.redis_codec import MAX_TTL as _MAX_TTL
 from aiotp.session_store.redis_codec import changes, check_id, decode, new_fields
 from aiotp.session_store.redis_events import Listener
 from aiotp.session_store.redis_sharing import RedisSharing
@@ -104,7 +105,6 @@ from aiotp.session_store.store import RemovalHook
 __all__ = ["RedisSessionStore"]
 
 _log = logging.getLogger("aiotp.sessions")
-_MAX_TTL = 1e9  # seconds (31 years): a key's expiry in ms must stay an integer Redis accepts
 _unpack = msgpack.unpackb
 
 

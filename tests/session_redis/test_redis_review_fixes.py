@@ -4,9 +4,13 @@ the server with CLIENT PAUSE), not stand-ins."""
 
 from __future__ import annotations
 
+from typing import Any
+
+import pytest
 from session_adapters import Stateful
 
 import aiotp
+from aiotp.session_store.errors import SessionStoreError
 from aiotp.session_store.redis_store import RedisSessionStore
 from aiotp.workers.api import registry
 
@@ -44,3 +48,53 @@ async def test_a_failed_pin_write_keeps_the_pin_and_the_state(redis_url: str, pr
             assert (await store.peek("s")).affinity == {"p": pinned}  # written again
     finally:
         await store.stop()
+
+
+@pytest.mark.parametrize("ttl", [1e9 + 1, 1e13, 1e16, 1e300, float("inf"), float("nan"), 0, -1])
+async def test_update_refuses_a_ttl_out_of_range_and_changes_nothing(
+    make_store: Any, ttl: float
+) -> None:
+    store: RedisSessionStore = make_store()
+    await store.create("u", ttl=60)
+    with pytest.raises(ValueError, match="ttl"):
+        await store.update("u", lambda s: setattr(s, "ttl", ttl))
+    assert (await store.get("u")).ttl == 60  # was: half applied, then every read failed
+    assert (await store.update("u", lambda s: setattr(s, "ttl", 1e9))).ttl == 1e9  # the cap
+
+
+async def test_the_scripts_check_the_ttl_before_writing_anything(make_store: Any) -> None:
+    store: RedisSessionStore = make_store()
+    await store.create("u", ttl=60)
+    version = (await store._read("u", b"p", "peek"))[1][8]
+    with pytest.raises(SessionStoreError, match="ttl out of range"):
+        await store._eval("CHANGE", "update", store._key + "u", "cas", version, 0,
+                          "m", b"\x81\xa1k\x01", "ttl", "1e16")  # fmt: skip
+    s = await store.peek("u")
+    assert s.ttl == 60 and s.metadata == {}
+
+
+async def test_importing_a_ttl_out_of_range_leaves_nothing_behind(make_store: Any) -> None:
+    store: RedisSessionStore = make_store()
+    memory = aiotp.SessionStore()
+    memory.create("big", ttl=1e16)
+    with pytest.raises(ValueError, match="ttl"):
+        await store.import_session(memory.export("big"))
+    assert not await store.exists("big")
+    assert await store.count() == 0  # was: a live key without expiry holding a quota place
+    await store.create("big")
+
+
+@pytest.mark.parametrize(
+    "metadata", [{(1, 2): "x"}, {"deep": {(1,): 2}}, {"l": [{frozenset(): 1}]}]
+)
+async def test_map_keys_that_would_not_come_back_are_refused_before_writing(
+    make_store: Any, metadata: dict[Any, Any]
+) -> None:
+    store: RedisSessionStore = make_store()
+    with pytest.raises(TypeError, match="key"):
+        await store.create("c", metadata=metadata)
+    assert not await store.exists("c")
+    await store.create("u", metadata={"a": 1, 2: "b", None: b"x"})
+    with pytest.raises(TypeError, match="key"):
+        await store.update("u", lambda s: s.metadata.update(metadata))
+    assert (await store.get("u")).metadata == {"a": 1, 2: "b", None: b"x"}  # was: "corrupt"
