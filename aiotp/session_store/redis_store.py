@@ -209,6 +209,10 @@ class RedisSessionStore(RedisWholeStore, RedisSharing):
                     # One immediate retry: the first command after a server restart meets a
                     # dead pooled connection; anything longer is the deadline's business.
                     retry=Retry(NoBackoff(), 1),
+                    # Every command waits for one of the max_connections slots below; the one
+                    # more is the event listener's pub/sub connection. A pool at its cap would
+                    # fail a call ("Too many connections") rather than make it wait.
+                    max_connections=self.max_connections + 1,
                 )
             )
             # At most max_connections calls at once, the others wait here (within their

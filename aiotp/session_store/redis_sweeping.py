@@ -13,7 +13,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, Any, Self
+from typing import TYPE_CHECKING, Any, Self, TypeVar
 
 from redis.exceptions import RedisError
 
@@ -27,6 +27,7 @@ if TYPE_CHECKING:
 __all__ = ["RedisWholeStore", "check_cancelled"]
 
 _log = logging.getLogger("aiotp.sessions")
+_T = TypeVar("_T")
 
 
 def check_cancelled() -> None:
@@ -54,6 +55,7 @@ class RedisWholeStore:
     _client_loop: asyncio.AbstractEventLoop | None
     _sweeper: asyncio.Task[None] | None
     _down_logged: bool
+    _slots: asyncio.Semaphore
 
     if TYPE_CHECKING:  # provided by the store; no stub may shadow them
 
@@ -62,14 +64,43 @@ class RedisWholeStore:
         async def _eval(self, name: str, op: str, key: str, *args: Any) -> list[Any]: ...
         def _removed(self, claimed: list[Any]) -> None: ...
 
+    async def _command(self, op: str, call: Callable[[Any], Awaitable[_T]]) -> _T:
+        """``call(client)`` (plain commands, no script) within the store's deadline and one of
+        its ``max_connections`` slots, as every script call (`_eval`): the pool never holds
+        more connections than that, and a burst waits for a slot instead of failing."""
+        client = self._redis()
+        try:
+            async with asyncio.timeout(self.timeout), self._slots:
+                return await call(client)
+        except (RedisError, OSError, TimeoutError) as exc:
+            raise self._unavailable(op, exc) from exc
+
     async def count(self) -> int:
         """Sessions held, expired or not yet swept included: what the quota counts."""
-        try:
-            async with asyncio.timeout(self.timeout):
-                n: int = await self._redis().zcard(self._p + "exp")
-        except (RedisError, OSError, TimeoutError) as exc:
-            raise self._unavailable("count", exc) from exc
+        n: int = await self._command("count", lambda c: c.zcard(self._p + "exp"))
         return n
+
+    async def count_by_state(self) -> dict[str, int]:
+        """How many live sessions are in each lifecycle state (the gauge of the ops snapshot
+        and of the metrics exporter): the live ids, then their states, `sweep_chunk` to a
+        round trip. Not one atomic step: a session ending meanwhile is left out."""
+        counts: dict[str, int] = {}
+        ids = await self.ids()
+        for at in range(0, len(ids), self.sweep_chunk):
+            chunk = ids[at : at + self.sweep_chunk]
+
+            async def states(client: Any, chunk: list[str] = chunk) -> list[Any]:
+                pipe = client.pipeline(transaction=False)
+                for sid in chunk:
+                    pipe.hget(self._p + "s:" + sid, "st")
+                replies: list[Any] = await pipe.execute()
+                return replies
+
+            for state in await self._command("count_by_state", states):
+                if state is not None:  # ended since ids() listed it
+                    name = state.decode(errors="replace")
+                    counts[name] = counts.get(name, 0) + 1
+        return counts
 
     async def ids(self) -> list[str]:
         """The ids of the live sessions."""
@@ -89,9 +120,8 @@ class RedisWholeStore:
                 break
             check_cancelled()
             await asyncio.sleep(0)
-        with contextlib.suppress(RedisError, OSError, TimeoutError):
-            async with asyncio.timeout(self.timeout):
-                await self._redis().hincrby(self._p + "stats", "cleanup_runs", 1)
+        with contextlib.suppress(SessionStoreUnavailable):
+            await self._command("sweep", lambda c: c.hincrby(self._p + "stats", "cleanup_runs", 1))
         return removed
 
     sweep_async = sweep  # the in-memory store's name for its yielding sweep
@@ -99,15 +129,16 @@ class RedisWholeStore:
     async def stats(self) -> StoreStats:
         """The totals of every instance sharing the store; ``memory`` is the server's
         ``used_memory`` (all of it), ``subscribers`` this instance's subscriptions."""
-        try:
-            async with asyncio.timeout(self.timeout):
-                pipe = self._redis().pipeline(transaction=False)
-                pipe.hgetall(self._p + "stats")
-                pipe.zcard(self._p + "exp")
-                pipe.info("memory")
-                counters, held, memory = await pipe.execute()
-        except (RedisError, OSError, TimeoutError) as exc:
-            raise self._unavailable("stats", exc) from exc
+
+        async def read(client: Any) -> list[Any]:
+            pipe = client.pipeline(transaction=False)
+            pipe.hgetall(self._p + "stats")
+            pipe.zcard(self._p + "exp")
+            pipe.info("memory")
+            replies: list[Any] = await pipe.execute()
+            return replies
+
+        counters, held, memory = await self._command("stats", read)
         c = {k.decode(): int(v) for k, v in counters.items()}
         return StoreStats(
             current_sessions=held,
@@ -123,11 +154,7 @@ class RedisWholeStore:
 
     async def ping(self) -> None:
         """`SessionStoreUnavailable` unless the server answers within ``timeout``."""
-        try:
-            async with asyncio.timeout(self.timeout):
-                await self._redis().ping()
-        except (RedisError, OSError, TimeoutError) as exc:
-            raise self._unavailable("ping", exc) from exc
+        await self._command("ping", lambda c: c.ping())
 
     # -- background sweeps (run by the runtime: aiotp.session_store.runtime_store) -------------
     async def sweep_forever(
@@ -172,7 +199,9 @@ class RedisWholeStore:
         client, self._client = self._client, None
         if client is not None and self._client_loop is asyncio.get_running_loop():
             with contextlib.suppress(Exception):
-                await client.aclose()
+                # The pool too: a client made on a pool of its own leaves it open otherwise,
+                # every connection it holds with it, until the garbage collector finds it.
+                await client.aclose(close_connection_pool=True)
         self._client_loop = None
 
     aclose = stop

@@ -4,6 +4,7 @@ the server with CLIENT PAUSE), not stand-ins."""
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import pytest
@@ -98,3 +99,57 @@ async def test_map_keys_that_would_not_come_back_are_refused_before_writing(
     with pytest.raises(TypeError, match="key"):
         await store.update("u", lambda s: s.metadata.update(metadata))
     assert (await store.get("u")).metadata == {"a": 1, 2: "b", None: b"x"}  # was: "corrupt"
+
+
+async def _clients(admin: RedisSessionStore) -> int:
+    """Connections the server has open, the admin's own included."""
+    listed: list[Any] = await admin._redis().client_list()
+    return len(listed)
+
+
+async def _settles(admin: RedisSessionStore, want: int) -> int:
+    """The server's connection count once it is `want` (a closed socket takes a moment to
+    be seen), or what it still is after a generous deadline."""
+    deadline = asyncio.get_running_loop().time() + 10
+    n = await _clients(admin)
+    while n != want and asyncio.get_running_loop().time() < deadline:
+        await asyncio.sleep(0.02)
+        n = await _clients(admin)
+    return n
+
+
+async def test_stop_closes_every_connection_of_the_pool(make_store: Any) -> None:
+    admin: RedisSessionStore = make_store(prefix="admin")
+    base = await _clients(admin)
+    store: RedisSessionStore = make_store()
+    await store.create("a")
+    await asyncio.gather(*(store.get("a") for _ in range(50)))
+    async with store.subscribe("a"):
+        pass
+    assert await _clients(admin) > base
+    await store.stop()
+    assert await _settles(admin, base) == base  # was: 32 left open until a gc
+    assert (await store.get("a")).id == "a"  # and the next call opens them again
+
+
+async def test_max_connections_bounds_every_command_and_bursts_wait(make_store: Any) -> None:
+    admin: RedisSessionStore = make_store(prefix="admin")
+    base = await _clients(admin)
+    store: RedisSessionStore = make_store(max_connections=3)
+    await store.create("a")
+    async with store.subscribe("a"):
+        for op in (store.count, store.stats, store.ping, store.sweep, store.count_by_state):
+            # was: "Too many connections" (count) or more connections than allowed
+            results = await asyncio.gather(*(op() for _ in range(60)), return_exceptions=True)
+            assert not [r for r in results if isinstance(r, BaseException)], op
+        await asyncio.gather(*(store.get("a") for _ in range(60)))
+        assert await _clients(admin) - base <= 3 + 1  # one more: the pub/sub listener
+
+
+async def test_count_by_state(make_store: Any) -> None:
+    store: RedisSessionStore = make_store()
+    assert await store.count_by_state() == {}
+    for sid in ("a", "b", "c"):
+        await store.create(sid)
+    await store.transition("c", "running")
+    assert await store.count_by_state() == {"pending": 2, "running": 1}
