@@ -10,8 +10,13 @@ the in-memory store uses (queues, overflow, ``lagged``, ``end``: see `aiotp.sess
 Decisions:
 - `subscribe` waits for the server's confirmation of the channel *before* it checks that the
   session is live: a removal after the check is then sure to reach the subscriber as ``"end"``.
-- A channel is left once no subscriber of this instance watches it (checked every
-  ``IDLE`` = 0.5 s by the listener, which also notices subscriptions dropped by the GC).
+- A channel is left once no subscriber of this instance watches it, or once its session ended
+  (checked every ``IDLE`` = 0.5 s by the listener, which also notices subscriptions dropped by
+  the GC): a server keeps every channel a connection follows, so ended sessions' channels would
+  pile up otherwise.
+- `RedisSessionStore.stop` ends every open subscription with an ``"end"`` event of reason
+  ``"shutdown"``: with the listener gone no event can reach them, and a reader must not wait
+  forever for an end nobody will deliver (a runtime's shutdown stops its store).
 - Pub/sub does not keep messages: while the listener's connection is down, events are lost. When
   it is back, every subscriber gets one ``"lagged"`` event with ``{"dropped": None}`` (an unknown
   number), and a subscriber whose session ended meanwhile gets its ``"end"`` with reason
@@ -23,6 +28,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import AsyncIterator, Coroutine, Generator
 from typing import TYPE_CHECKING, Any
 
@@ -83,6 +89,7 @@ class Listener:
         self.pubsub = store._redis().pubsub()
         self.prefix = (store._p + "ev:").encode()
         self.followed: set[str] = set()
+        self.ended: set[str] = set()  # sessions that ended: their channels to leave
         self.confirm: dict[bytes, asyncio.Future[None]] = {}
         self.task: asyncio.Task[None] | None = None
         self.closed = False
@@ -92,6 +99,7 @@ class Listener:
 
     async def follow(self, sid: str) -> None:
         """Subscribe to the session's channel; returns once the server confirmed it."""
+        self.ended.discard(sid)  # a new session of that id: its channel stays
         if sid in self.followed:
             return
         channel = self.prefix + sid.encode()
@@ -151,14 +159,18 @@ class Listener:
         if event.kind == "end":
             self.registry.end(event)
             self.followed.discard(sid)
+            self.ended.add(sid)
         else:
             self.registry.emit(event)
 
     async def _tidy(self) -> None:
-        """Leave the channels no subscriber of ours watches any more."""
+        """Leave the channels no subscriber of ours watches any more, and those of ended
+        sessions (unless followed again since)."""
         idle = [sid for sid in self.followed if sid not in self.registry.by_session]
         for sid in idle:
             self.followed.discard(sid)
+        idle += [sid for sid in self.ended if sid not in self.followed]
+        self.ended.clear()
         if idle:
             with contextlib.suppress(RedisError, OSError):
                 await self.pubsub.unsubscribe(*(self.prefix + sid.encode() for sid in idle))
@@ -177,6 +189,7 @@ class Listener:
             if not alive:
                 self.registry.end(SessionEvent(sid, "end", {"reason": "unknown"}, now))
                 self.followed.discard(sid)
+                self.ended.add(sid)
 
     async def close(self) -> None:
         self.closed = True
@@ -190,6 +203,10 @@ class Listener:
                 waiter.cancel()
         with contextlib.suppress(Exception):
             await self.pubsub.aclose()
+        # Nothing reaches the subscriptions any more: end them (see the module docstring).
+        at = time.time()
+        for sid in list(self.registry.by_session):
+            self.registry.end(SessionEvent(sid, "end", {"reason": "shutdown"}, at))
 
 
 def _event(sid: str, at: float, kind: str, rest: list[Any]) -> SessionEvent:

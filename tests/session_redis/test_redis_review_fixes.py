@@ -153,3 +153,48 @@ async def test_count_by_state(make_store: Any) -> None:
         await store.create(sid)
     await store.transition("c", "running")
     assert await store.count_by_state() == {"pending": 2, "running": 1}
+
+
+async def _channels(admin: RedisSessionStore, store: RedisSessionStore) -> int:
+    listed: list[Any] = await admin._redis().pubsub_channels(store._p + "ev:*")
+    return len(listed)
+
+
+async def test_the_channels_of_ended_sessions_are_left(make_store: Any) -> None:
+    admin: RedisSessionStore = make_store(prefix="admin")
+    store: RedisSessionStore = make_store()
+    subs = []
+    for i in range(20):
+        await store.create(f"e{i}")
+        subs.append(await store.subscribe(f"e{i}"))
+    assert await _channels(admin, store) == 20
+    for i in range(20):
+        await store.delete(f"e{i}")
+    for sub in subs:
+        assert [event.kind async for event in sub] == ["end"]  # the subscribers still hold them
+    deadline = asyncio.get_running_loop().time() + 10
+    while await _channels(admin, store) and asyncio.get_running_loop().time() < deadline:
+        await asyncio.sleep(0.05)
+    assert await _channels(admin, store) == 0  # was: 20, for as long as the store lived
+    await store.create("e0")  # the same id again: its channel is followed anew
+    async with store.subscribe("e0") as again:
+        await asyncio.sleep(0.6)  # past one tidy (IDLE = 0.5 s): it must not leave e0's channel
+        await store.transition("e0", "running")
+        assert (await anext(again)).kind == "state"
+
+
+@pytest.mark.parametrize("via_runtime", [False, True])
+async def test_stop_ends_every_open_subscription(make_store: Any, via_runtime: bool) -> None:
+    store: RedisSessionStore = make_store()
+    await store.create("x")
+    sub = await store.subscribe("x")
+    reader = asyncio.create_task(anext(sub))
+    await asyncio.sleep(0)
+    if via_runtime:
+        async with aiotp.Runtime(sessions=store):
+            pass  # its shutdown stops the store
+    else:
+        await store.stop()
+    event = await asyncio.wait_for(reader, 10)  # was: waited forever
+    assert (event.kind, event.data) == ("end", {"reason": "shutdown"})
+    assert [e async for e in sub] == []
