@@ -226,13 +226,20 @@ class RedisSessionStore(RedisWholeStore, RedisSharing):
         cause = "no reply in time" if isinstance(exc, TimeoutError) else (str(exc) or repr(exc))
         return SessionStoreUnavailable(self.name, op, cause)
 
-    async def _eval(self, name: str, op: str, key: str, *args: Any) -> list[Any]:
-        """Run script `name` for one operation; its reply decoded (msgpack, raw bytes)."""
+    async def _eval(
+        self, name: str, op: str, key: str, *args: Any, deadline: float | None = None
+    ) -> list[Any]:
+        """Run script `name` for one operation; its reply decoded (msgpack, raw bytes).
+        `deadline` (loop time): the operation's one deadline when it makes several calls."""
         now = "" if self.clock is None else repr(float(self.clock()))
         client = self._redis()
         sha = self._scripts.sha[name]
+        if deadline is None:
+            deadline = asyncio.get_running_loop().time() + self.timeout
+        elif deadline <= asyncio.get_running_loop().time():  # spent: send nothing
+            raise self._unavailable(op, TimeoutError())
         try:
-            async with asyncio.timeout(self.timeout), self._slots:
+            async with asyncio.timeout_at(deadline), self._slots:
                 try:
                     reply = await client.evalsha(sha, 1, key, now, *args)
                 except NoScriptError:  # a new server, or its script cache was flushed
@@ -330,9 +337,11 @@ class RedisSessionStore(RedisWholeStore, RedisSharing):
         return decode(sid, reply[2])
 
     # -- access ----------------------------------------------------------------------------
-    async def _read(self, session_id: str, mode: bytes, op: str) -> list[Any]:
+    async def _read(
+        self, session_id: str, mode: bytes, op: str, deadline: float | None = None
+    ) -> list[Any]:
         sid = check_id(session_id)
-        reply = await self._eval("READ", op, self._key + sid, mode)
+        reply = await self._eval("READ", op, self._key + sid, mode, deadline=deadline)
         if reply[0] != b"ok":
             raise self._gone(sid, reply)
         return reply
@@ -362,10 +371,10 @@ class RedisSessionStore(RedisWholeStore, RedisSharing):
         stored. If ``fn`` raises, nothing changes. ``fn`` may not change ``id`` or ``state``."""
         sid = check_id(session_id)
         loop = asyncio.get_running_loop()
-        deadline = loop.time() + self.timeout
+        deadline = loop.time() + self.timeout  # one for the whole call, however many rounds
         conflicts = 0
         while True:
-            reply = await self._read(sid, b"p", "update")
+            reply = await self._read(sid, b"p", "update", deadline)
             raw = reply[1]
             stored = decode(sid, raw)
             draft = stored.copy()
@@ -384,7 +393,14 @@ class RedisSessionStore(RedisWholeStore, RedisSharing):
                 )
             delta, fields = changes(stored, raw, draft)
             out = await self._eval(
-                "CHANGE", "update", self._key + sid, "cas", raw[8], delta, *fields
+                "CHANGE",
+                "update",
+                self._key + sid,
+                "cas",
+                raw[8],
+                delta,
+                *fields,
+                deadline=deadline,
             )
             if out[0] == b"ok":
                 draft.last_accessed = float(out[1])

@@ -5,13 +5,14 @@ the server with CLIENT PAUSE), not stand-ins."""
 from __future__ import annotations
 
 import asyncio
+import time
 from typing import Any
 
 import pytest
 from session_adapters import Stateful
 
 import aiotp
-from aiotp.session_store.errors import SessionStoreError
+from aiotp.session_store.errors import SessionStoreError, SessionStoreUnavailable
 from aiotp.session_store.redis_store import RedisSessionStore
 from aiotp.workers.api import registry
 
@@ -198,3 +199,16 @@ async def test_stop_ends_every_open_subscription(make_store: Any, via_runtime: b
     event = await asyncio.wait_for(reader, 10)  # was: waited forever
     assert (event.kind, event.data) == ("end", {"reason": "shutdown"})
     assert [e async for e in sub] == []
+
+
+async def test_update_keeps_one_deadline_for_the_whole_call(make_store: Any) -> None:
+    store: RedisSessionStore = make_store(timeout=0.3)
+    await store.create("u")
+
+    def slow(s: Any) -> None:  # spends the call's whole deadline before the write
+        time.sleep(0.4)
+        s.metadata["k"] = 1
+
+    with pytest.raises(SessionStoreUnavailable, match="no reply in time"):
+        await store.update("u", slow)  # was: the write got a fresh 0.3 s of its own
+    assert (await store.peek("u")).metadata == {}
