@@ -108,12 +108,12 @@ async def test_an_update_racing_a_pin_runs_again_and_keeps_the_pin(make_store: A
     real = store._eval
     raced = False
 
-    async def pin_first(src: str, op: str, *args: Any) -> Any:
+    async def pin_first(src: str, op: str, *args: Any, **options: Any) -> Any:
         nonlocal raced
         if op == "update" and args[1] == "cas" and not raced:
             raced = True  # a pin commits between the update's read and its write
             await store.pin("c", "ml", "w-1")
-        return await real(src, op, *args)
+        return await real(src, op, *args, **options)
 
     store._eval = pin_first  # type: ignore[method-assign]
     runs = 0
