@@ -25,12 +25,14 @@ the first time, the pool says so with a WARNING and a telemetry event
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import inspect
 import threading
 from typing import TYPE_CHECKING, Any
 
 from aiotp.runtime import telemetry
+from aiotp.runtime.errors import CallTimeout
 from aiotp.workers.dispatcher import WorkerSlot
 from aiotp.workers.errors import SessionWorkerLost, WorkerBusy
 from aiotp.workers.session_pins import PinWriter
@@ -220,10 +222,15 @@ class SessionRouter:
         d = self.dispatcher
         if self._unhook is None:
             self.attach()
+        deadline: float | None = None
         if not self._aio:
             record = self._record(session_id)
         else:
-            record = await self._record_shared(session_id)
+            # The store's own deadline (its timeout=) may be longer than the request's: the
+            # request's bounds every wait on its behalf, each wait given what is left of it.
+            deadline = None if timeout is None else self._loop.time() + timeout
+            record = await self._bounded(self._record_shared(session_id), deadline, session_id)
+            timeout = None if deadline is None else max(0.0, deadline - self._loop.time())
         if record is None:
             return await d.checkout(timeout), [session_id, None]
         born = record.created_at
@@ -258,11 +265,28 @@ class SessionRouter:
             # An async store: the pin is in it before the request runs, so that another
             # runtime sharing the store finds it. A caller that gives up gives the worker back.
             try:
-                await self._pins.flush(session_id)
+                await self._bounded(self._pins.flush(session_id), deadline, session_id)
             except BaseException:
                 d.checkin(slot)
                 raise
         return slot, [session_id, self._settings(slot, session_id, record.metadata)]
+
+    async def _bounded(self, call: Any, deadline: float | None, session_id: str) -> Any:
+        """``await call`` within the request's deadline (loop time; None: the store's own
+        bounds it); `CallTimeout` when the request's deadline is what ran out."""
+        if deadline is None:
+            return await call
+        bound = asyncio.timeout_at(deadline)
+        try:
+            async with bound:
+                return await call
+        except TimeoutError:
+            if not bound.expired():
+                raise
+            raise CallTimeout(
+                f"pool {self.pool.name!r}: the session store did not answer for session "
+                f"{session_id!r} within the request's timeout"
+            ) from None
 
     async def _wait_for(
         self, slot: WorkerSlot, session_id: str, timeout: float | None, wait: bool

@@ -12,6 +12,7 @@ import pytest
 from session_adapters import Stateful
 
 import aiotp
+from aiotp.runtime.errors import CallTimeout
 from aiotp.session_store.errors import SessionStoreError, SessionStoreUnavailable
 from aiotp.session_store.redis_store import RedisSessionStore
 from aiotp.workers.api import registry
@@ -212,3 +213,21 @@ async def test_update_keeps_one_deadline_for_the_whole_call(make_store: Any) -> 
     with pytest.raises(SessionStoreUnavailable, match="no reply in time"):
         await store.update("u", slow)  # was: the write got a fresh 0.3 s of its own
     assert (await store.peek("u")).metadata == {}
+
+
+async def test_a_session_request_keeps_its_own_timeout_while_the_store_is_slow(
+    make_store: Any,
+) -> None:
+    admin: RedisSessionStore = make_store(prefix="admin")
+    store: RedisSessionStore = make_store(timeout=20)  # far longer than the request's
+    async with aiotp.Runtime(sessions=store) as rt:
+        await rt.start_pool("p", Stateful, profile="thread", size=1, heartbeat=None)
+        await rt.execute("p", "bump", {}, session="s")
+        await admin._redis().execute_command("CLIENT", "PAUSE", 60_000, "WRITE")
+        try:
+            call = rt.execute("p", "bump", {}, session="s", timeout=0.3)
+            with pytest.raises(CallTimeout, match="session store"):
+                await asyncio.wait_for(call, 10)  # was: the store's 20 s (a bare TimeoutError)
+        finally:
+            await admin._redis().execute_command("CLIENT", "UNPAUSE")
+        assert (await rt.execute("p", "bump", {}, session="s"))["count"] == 2  # nothing lost
