@@ -33,10 +33,19 @@ Guarantees:
   last state to the removal hooks. (Were the key gone already, the hooks get a `Session` with
   only its id.) Expired sessions hold their quota places until a sweep, an access or a create
   that finds the store full removes them, as in memory.
-- Removal hooks (`on_remove`) run once per removal across all instances: on the instance whose
-  script removed the session (its `delete`, its sweep, the access or create that found it
-  expired). Subscribers on every instance get its ``"end"`` event. The counters of `stats` are
-  the totals of every instance.
+- Removal hooks (`on_remove`) run at most once per removal across all instances: on the
+  instance whose script removed the session (its `delete`, its sweep, the access or create that
+  found it expired). When that script's reply is lost (the call timed out or was cancelled after
+  it was sent), the removal may have happened and no instance runs its hooks. Subscribers on
+  every instance get its ``"end"`` event. The counters of `stats` are the totals of every
+  instance.
+- Limit: as hooks run only where the removal happened, a pool of another runtime sharing the
+  store keeps its pin and its worker's state of a session removed elsewhere until that id's next
+  request there (a new session under the id: the old state is dropped then, never handed to
+  it), or until the worker or pool stops. Many short sessions ended elsewhere thus hold memory in
+  those workers and weigh on their placement (fewest pins first).
+- A TTL (``ttl=``, `create`, `update`, `import_session`) is finite and in (0, 1e9] s (31 years):
+  `ValueError` before anything is written otherwise, so the key's expiry in ms stays an integer.
 - Redis down, unreachable or too slow: every operation raises `SessionStoreUnavailable` naming
   the store's URL (password hidden) and the operation within ``timeout`` (5 s): connect and read
   timeouts of 2 s (``connect_timeout``, ``socket_timeout``), one immediate retry (a pooled
@@ -53,10 +62,12 @@ Guarantees:
 - ``prefix="aiotp"`` namespaces the keys (``{aiotp}:s:<id>``, ``{aiotp}:exp``...): stores with
   different prefixes share a server without seeing each other. Instances sharing a prefix
   should share ``max_sessions``, ``heartbeat_timeout`` and the transition table.
-- Metadata, programs and published event data must be msgpack types (`TypeError` naming the
-  key otherwise); every session handed out is the caller's own copy, decoded afresh.
+- Metadata, programs and published event data must be msgpack types, map keys str, int, float,
+  bytes, bool or None (`TypeError` naming the key otherwise); every session handed out is the
+  caller's own copy, decoded afresh.
 - Use a store from one event loop at a time; `stop` (or leaving ``async with``) closes its
-  connections, and the next operation opens them again.
+  connection pool and ends open subscriptions (``"end"``, reason ``"shutdown"``); the next
+  operation opens connections again.
 
 Not here: `snapshot`/`restore` (the server's own persistence does that), ``len()`` and ``in``
 (they would need the network: use `count` and `exists`), thread safety beyond one loop.
