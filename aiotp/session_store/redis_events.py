@@ -88,6 +88,8 @@ class Listener:
         self.loop = asyncio.get_running_loop()
         self.pubsub = store._redis().pubsub()
         self.prefix = (store._p + "ev:").encode()
+        self.ended_channel = (store._p + "ended").encode()
+        self.on_ended: Any = None  # (session_id, born) -> None, while someone follows ends
         self.followed: set[str] = set()
         self.ended: set[str] = set()  # sessions that ended: their channels to leave
         self.confirm: dict[bytes, asyncio.Future[None]] = {}
@@ -116,6 +118,23 @@ class Listener:
             self.confirm.pop(channel, None)
             raise self.store._unavailable(f"subscribe {sid!r}", exc) from exc
         self.followed.add(sid)
+
+    async def follow_ends(self, callback: Any) -> None:
+        """Every session ended on any instance, to `callback(session_id, born)` (see
+        `RedisSharing.on_ended`); returns once the server confirmed the subscription."""
+        self.on_ended = callback
+        waiter = self.confirm.get(self.ended_channel)
+        if waiter is None:
+            waiter = self.confirm[self.ended_channel] = self.loop.create_future()
+        try:
+            async with asyncio.timeout(self.store.timeout):
+                await self.pubsub.subscribe(self.ended_channel)
+                if self.task is None:
+                    self.task = self.loop.create_task(self._run(), name="aiotp session events")
+                await asyncio.shield(waiter)
+        except (RedisError, OSError, TimeoutError) as exc:
+            self.confirm.pop(self.ended_channel, None)
+            raise self.store._unavailable("follow ended sessions", exc) from exc
 
     async def _run(self) -> None:
         gap = False
@@ -147,6 +166,9 @@ class Listener:
             if waiter is not None and not waiter.done():
                 waiter.set_result(None)
             return
+        if kind == "message" and channel == self.ended_channel:
+            self._ended(message["data"])
+            return
         if kind != "message" or not channel.startswith(self.prefix):
             return
         sid = channel[len(self.prefix) :].decode(errors="replace")
@@ -162,6 +184,22 @@ class Listener:
             self.ended.add(sid)
         else:
             self.registry.emit(event)
+
+    def _ended(self, data: bytes) -> None:
+        callback = self.on_ended
+        if callback is None:
+            return
+        try:
+            raw_id, born = msgpack.unpackb(data, raw=True)
+            sid = raw_id.decode(errors="replace")
+            when = float(born) if born not in (False, None, b"") else None
+        except Exception:  # not ours: ignore it
+            _log.debug("ignored a foreign message on %r", self.ended_channel, exc_info=True)
+            return
+        try:
+            callback(sid, when)
+        except Exception:
+            _log.warning("an ended-session callback failed", exc_info=True)
 
     async def _tidy(self) -> None:
         """Leave the channels no subscriber of ours watches any more, and those of ended

@@ -99,6 +99,8 @@ local function claim(id, reason, f)
   redis.call('ZREM', HB, id)
   redis.call('HINCRBY', STATS, reason, 1)
   redis.call('PUBLISH', P .. 'ev:' .. id, cmsgpack.pack({NOW_S, 'end', reason}))
+  -- every instance's routers (store.on_ended): the id and the incarnation that ended
+  redis.call('PUBLISH', P .. 'ended', cmsgpack.pack({id, f and f[3] or false}))
   CLAIMED[#CLAIMED + 1] = {id, reason, f}
 end
 

@@ -9,6 +9,8 @@ operations; it uses the store's `_change`, `_read` and `_insert`.
 from __future__ import annotations
 
 import asyncio
+import logging
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import msgpack
@@ -28,6 +30,8 @@ if TYPE_CHECKING:
 
 __all__ = ["RedisSharing"]
 
+_log = logging.getLogger("aiotp.sessions")
+
 
 class RedisSharing:
     """Subscriptions, publishing, export and import of a `RedisSessionStore`."""
@@ -35,12 +39,49 @@ class RedisSharing:
     if TYPE_CHECKING:
         _subs: _Registry
         _listener: Listener | None
+        _ended_callbacks: list[Callable[[str, float | None], None]]
+        _ends_task: asyncio.Task[None] | None
         transitions: Mapping[str, Any]
         initial_state: str
 
         async def _change(self, session_id: str, op: str, *args: Any) -> list[Any]: ...
         async def _read(self, session_id: str, mode: bytes, op: str) -> list[Any]: ...
         async def _insert(self, session: Session, mode: str, age: float, op: str) -> Session: ...
+
+    # -- sessions ended anywhere (for routers: not the once-only removal hooks) -------------
+    def on_ended(self, callback: Callable[[str, float | None], None]) -> Callable[[], None]:
+        """Call ``callback(session_id, born)`` on this store's loop for every session that
+        ends on ANY instance sharing the store (deleted, expired, collected), with the
+        ``created_at`` of the incarnation that ended (None if unknown); returns an unhook.
+
+        Removal hooks run once, on the instance that removed the session; a pool on another
+        instance that served it still holds its pin and worker state, and this is how it
+        learns to drop them. Delivery is at most once per instance (pub/sub): an end missed
+        during an outage is caught by the session's next request there (its new incarnation).
+        """
+        if not callable(callback):
+            raise TypeError(f"callback must be callable, got {callback!r}")
+        self._ended_callbacks.append(callback)
+        if self._ends_task is None or self._ends_task.done():
+            self._ends_task = asyncio.get_running_loop().create_task(self._follow_ends())
+
+        def unhook() -> None:
+            if callback in self._ended_callbacks:
+                self._ended_callbacks.remove(callback)
+
+        return unhook
+
+    async def _follow_ends(self) -> None:
+        try:
+            if self._listener is None or not self._listener.usable():
+                self._listener = Listener(self, self._subs)  # type: ignore[arg-type]  # a mixin of the store
+            await self._listener.follow_ends(self._call_ended)
+        except Exception:  # the server is down: the next on_ended (or request) tries again
+            _log.debug("could not follow ended sessions", exc_info=True)
+
+    def _call_ended(self, session_id: str, born: float | None) -> None:
+        for callback in list(self._ended_callbacks):
+            callback(session_id, born)
 
     # -- events (pub/sub: see redis_events) ---------------------------------------------------
     def subscribe(

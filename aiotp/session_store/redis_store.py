@@ -39,11 +39,11 @@ Guarantees:
   it was sent), the removal may have happened and no instance runs its hooks. Subscribers on
   every instance get its ``"end"`` event. The counters of `stats` are the totals of every
   instance.
-- Limit: as hooks run only where the removal happened, a pool of another runtime sharing the
-  store keeps its pin and its worker's state of a session removed elsewhere until that id's next
-  request there (a new session under the id: the old state is dropped then, never handed to
-  it), or until the worker or pool stops. Many short sessions ended elsewhere thus hold memory in
-  those workers and weigh on their placement (fewest pins first).
+- As hooks run only where the removal happened, the removal scripts also publish every end on a
+  store-wide channel, which `on_ended` (redis_sharing.py) follows: pools of every runtime drop
+  their pin and worker state of a session ended elsewhere. At most once per instance (pub/sub):
+  an end missed during an outage is caught by that id's next request there (a new incarnation:
+  the old state is dropped, never handed on), or when the worker or pool stops.
 - A TTL (``ttl=``, `create`, `update`, `import_session`) is finite and in (0, 1e9] s (31 years):
   `ValueError` before anything is written otherwise, so the key's expiry in ms stays an integer.
 - Redis down, unreachable or too slow: every operation raises `SessionStoreUnavailable` naming
@@ -198,6 +198,8 @@ class RedisSessionStore(RedisWholeStore, RedisSharing):
         self._hooks: list[RemovalHook] = []
         self._subs = _Registry()
         self._listener: Listener | None = None
+        self._ended_callbacks: list[Callable[[str, float | None], None]] = []
+        self._ends_task: asyncio.Task[None] | None = None
         self._client: Any = None
         self._client_loop: asyncio.AbstractEventLoop | None = None
         self._slots = asyncio.Semaphore(max_connections)

@@ -54,6 +54,7 @@ class RedisWholeStore:
     _client: Any
     _client_loop: asyncio.AbstractEventLoop | None
     _sweeper: asyncio.Task[None] | None
+    _ends_task: asyncio.Task[None] | None
     _down_logged: bool
     _slots: asyncio.Semaphore
 
@@ -193,6 +194,11 @@ class RedisWholeStore:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
+        ends, self._ends_task = self._ends_task, None
+        if ends is not None and not ends.done():
+            ends.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await ends
         listener, self._listener = self._listener, None
         if listener is not None:
             await listener.close()

@@ -66,6 +66,7 @@ class SessionRouter:
         self._aio = False
         self._pins: PinWriter | None = None
         self._guests: Any = None  # RayGuests, made when a Ray pool first meets a foreign pin
+        self._unended: Any = None
         self._loop = pool.rt.loop
         self._loop_thread = threading.get_ident()
         self.dispatcher.on_gone = self._slot_gone
@@ -79,11 +80,19 @@ class SessionRouter:
             if self._aio and self._pins is None:
                 self._pins = PinWriter(store, self.pool.name, self.pool.log)
             self._unhook = store.on_remove(self._removed)
+            on_ended = getattr(store, "on_ended", None)
+            if self._aio and on_ended is not None:
+                # A shared store runs removal hooks on the removing instance only: the ends
+                # made by other instances come this way (see RedisSessionStore.on_ended).
+                self._unended = on_ended(self.ended)
 
     def detach(self) -> None:
         unhook, self._unhook = self._unhook, None
         if unhook is not None:
             unhook()
+        unended, self._unended = self._unended, None
+        if unended is not None:
+            unended()
         pins, self._pins = self._pins, None
         if pins is not None:
             pins.close()

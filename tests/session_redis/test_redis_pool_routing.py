@@ -112,3 +112,27 @@ async def test_a_full_store_runs_new_sessions_without_affinity(
         assert out["count"] == 1 and out["session"] == "second"
         assert not await store.exists("second")
     assert any("session store is full" in r.getMessage() for r in caplog.records)
+
+
+async def test_sessions_ended_by_another_instance_leave_this_ones_pool(make_store: Any) -> None:
+    """Removal hooks run on the removing instance only: the other instance's pool learns of
+    the ends from the store-wide signal (on_ended) and drops its pins and worker state."""
+    import asyncio
+    import time
+
+    serving: RedisSessionStore = make_store()
+    other: RedisSessionStore = make_store(ttl=60)
+    async with aiotp.Runtime(sessions=serving) as rt:
+        pool = await _start(rt)
+        for i in range(20):
+            await rt.execute("p", "bump", {}, session=f"s{i}")
+        assert len(pool.router.pins) == 20
+        for i in range(20):
+            assert await other.delete(f"s{i}")  # another instance removes them all
+        deadline = time.monotonic() + 10
+        while pool.router.pins and time.monotonic() < deadline:
+            await asyncio.sleep(0.01)
+        assert pool.router.pins == {}
+        assert rt.pool_stats("p").pinned_sessions == 0
+        # The worker state went too: a new session of one of those ids starts empty.
+        assert (await rt.execute("p", "bump", {}, session="s3"))["count"] == 1
