@@ -29,7 +29,7 @@ Callbacks and what the runtime does around them (GenServer's contract):
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING, Any, ClassVar, Protocol, TypeVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from aiotp.runtime.errors import AiotpError
 from aiotp.runtime.ref import ActorRef, Caller, MonitorRef, Timer
@@ -37,7 +37,7 @@ from aiotp.runtime.ref import ActorRef, Caller, MonitorRef, Timer
 if TYPE_CHECKING:
     from aiotp.runtime.runtime import Runtime
 
-__all__ = ["Actor", "ActorClass", "UnhandledMessage"]
+__all__ = ["Actor", "UnhandledMessage"]
 
 _log = logging.getLogger("aiotp.actor")
 
@@ -120,20 +120,3 @@ class Actor:
     def __repr__(self) -> str:
         ref = getattr(self, "ref", None)
         return f"<{type(self).__name__} {ref!r}>"
-
-
-RefT = TypeVar("RefT", bound=ActorRef, covariant=True)
-
-
-class ActorClass(Protocol[RefT]):
-    """An `Actor` subclass, seen by the type checker through the ref it spawns as.
-
-    ``rt.spawn(aiotp.Supervisor, ...)`` is then typed to return a `SupervisorRef` (so that
-    ``which_children()`` type-checks) and a plain actor class an `ActorRef`.
-    """
-
-    @property
-    def ref_class(self) -> type[RefT]: ...
-
-    def __call__(self) -> Actor: ...
-

@@ -30,10 +30,10 @@ import logging
 import math
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
 from enum import Enum
-from typing import TYPE_CHECKING, Any, TypeVar, Unpack
+from typing import TYPE_CHECKING, Any, TypeVar, Unpack, overload
 
 from aiotp.runtime import telemetry
-from aiotp.runtime.actor import Actor, ActorClass
+from aiotp.runtime.actor import Actor
 from aiotp.runtime.cancel import await_through_cancel, retrieve
 from aiotp.runtime.clock import Clock, RealClock
 from aiotp.runtime.errors import AiotpError, CallTimeout, NoProc, RuntimeClosed
@@ -50,6 +50,7 @@ if TYPE_CHECKING:
     from aiotp.ops.snapshot import Snapshot
     from aiotp.session_store import SessionStore
     from aiotp.supervisors import SupervisorRef
+    from aiotp.supervisors.core import SupervisorCore
     from aiotp.workers.options import Affinity, PoolOptions
     from aiotp.workers.pool_stats import PoolStats
     from aiotp.workers.retry import Retry
@@ -58,7 +59,6 @@ __all__ = ["Runtime"]
 
 _log = logging.getLogger("aiotp.runtime")
 
-R = TypeVar("R", bound=ActorRef)
 T = TypeVar("T")
 Target = ActorRef | Any  # a ref or a registered name
 
@@ -173,16 +173,42 @@ class Runtime:
             raise RuntimeClosed(f"{what}: the runtime is {self._state.name}")
 
     # -- actors ------------------------------------------------------------------------
+    # Typed per kind of actor, for mypy and pyright alike: a supervisor's ref has its
+    # operations (``which_children()``...), any other actor's is an `ActorRef`.
+    @overload
     async def spawn(
         self,
-        cls: ActorClass[R],
+        cls: type[SupervisorCore],
         *args: Any,
         name: Any = None,
         link: bool = False,
         max_mailbox: int | None = None,
         init_timeout: float | None = None,
         **kwargs: Any,
-    ) -> R:
+    ) -> SupervisorRef: ...
+
+    @overload
+    async def spawn(
+        self,
+        cls: type[Actor],
+        *args: Any,
+        name: Any = None,
+        link: bool = False,
+        max_mailbox: int | None = None,
+        init_timeout: float | None = None,
+        **kwargs: Any,
+    ) -> ActorRef: ...
+
+    async def spawn(
+        self,
+        cls: type[Actor],
+        *args: Any,
+        name: Any = None,
+        link: bool = False,
+        max_mailbox: int | None = None,
+        init_timeout: float | None = None,
+        **kwargs: Any,
+    ) -> ActorRef:
         """Start an actor and return its ref once `init` finished.
 
         `link=True` links the new actor to the calling actor (an error outside actors: there is
@@ -240,7 +266,7 @@ class Runtime:
             # init finished just now (the spawner will never see its ref).
             await self._abort_spawn(ref, started)
             raise
-        return ref  # type: ignore[return-value]  # built from cls.ref_class, so it is an R
+        return ref
 
     async def _abort_spawn(self, ref: ActorRef, started: asyncio.Future[None]) -> None:
         """Kill an actor whose spawn was abandoned and wait, through cancellation, until it is

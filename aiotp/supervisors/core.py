@@ -21,7 +21,7 @@ import logging
 from typing import Any, NamedTuple, cast
 
 from aiotp.runtime import reports, telemetry
-from aiotp.runtime.actor import Actor, ActorClass
+from aiotp.runtime.actor import Actor
 from aiotp.runtime.messages import NOREPLY, Exit, is_normal_exit
 from aiotp.runtime.ref import ActorRef, Caller
 from aiotp.supervisors.errors import (
@@ -101,7 +101,7 @@ class SupervisorCore(Actor):
         ref: ActorRef
         try:
             if isinstance(spec.start, type):
-                start = cast(ActorClass[ActorRef], spec.start)
+                start = cast(type[Actor], spec.start)
                 ref = await self.runtime.spawn(
                     start,
                     *child.args,
