@@ -224,6 +224,12 @@ async def test_runtime_shutdown_with_a_plan_running_cancels_it_cleanly() -> None
             rt, [PlanStep("first", load, produces={"n"}), PlanStep("g", gate.tool)], name="late"
         )
         await until(gate.running.is_set)
+        # "first" runs in a thread beside "g": shut down only once it is done (on a loaded
+        # machine it could still be running when g is, and its artifact not made yet).
+        deadline = asyncio.get_running_loop().time() + 30
+        while (await handle.progress())["steps"]["first"] != "done":
+            assert asyncio.get_running_loop().time() < deadline, "the first step never ended"
+            await asyncio.sleep(0.01)
     assert gate.cleaned.is_set()
     with pytest.raises(PlanCancelled) as caught:
         await handle.result()
