@@ -10,7 +10,11 @@ STAMP := $(VENV)/.installed-stamp
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[dev,bench,ray,redis]'
+	$(BIN)/python -m pip install --quiet -e '.[dev,bench,redis]'
+	@# Ray is large and has wheels for fewer platforms: without it, its tests and the
+	@# scale-out demo skip (saying so) instead of failing the whole set-up.
+	$(BIN)/python -m pip install --quiet -e '.[ray]' \
+		|| echo "aiotp: Ray could not be installed here; the Ray tests and scale-out demo skip"
 	@touch $(STAMP)
 
 # An editable install compiles nothing, and with PYTHONDONTWRITEBYTECODE=1 (as on the shared

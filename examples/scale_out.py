@@ -197,6 +197,10 @@ def ask(port: int, session: str) -> dict[str, Any]:
 
 
 def drive(redis_url: str | None, ray_address: str | None) -> int:
+    import importlib.util
+
+    if importlib.util.find_spec("ray") is None:
+        raise SystemExit("Ray is not installed: pip install 'aiotp[ray]'")
     services = Services()
     instances: list[subprocess.Popen[str]] = []
     try:

@@ -31,9 +31,21 @@ if str(HERE) not in sys.path:
 # Loopback only: Ray reads this when it is imported (without it, a Cluster's nodes bind the
 # machine's outside address).
 os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
-pytest.importorskip("ray", reason="Ray cannot be imported on this machine")
+try:
+    import ray  # noqa: F401
+except ImportError:  # Ray has no wheel here, or `make` could not install it
+    # Collect nothing but test_ray_missing.py, which skips with one line saying so.
+    # (pytest.importorskip in a conftest aborts the whole run instead of skipping.)
+    collect_ignore = [p.name for p in HERE.glob("test_*.py") if p.name != "test_ray_missing.py"]
+    RAY_EXIT_DEADLINE = 0.0
 
-from ray_helpers import RAY_EXIT_DEADLINE, cmdline, ray_idle, wait_processes_gone  # noqa: E402
+    def ray_idle(_pid: int) -> bool:
+        return False
+
+    def cmdline(pid: int) -> str:
+        return str(pid)
+else:
+    from ray_helpers import RAY_EXIT_DEADLINE, cmdline, ray_idle, wait_processes_gone
 
 
 @pytest.fixture(autouse=True)
