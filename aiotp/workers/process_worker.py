@@ -36,7 +36,6 @@ from aiotp.workers import protocol as p
 from aiotp.workers.credit import CREDIT_BATCH
 from aiotp.workers.errors import (
     ProtocolError,
-    SerializationError,
     ToolError,
     UnknownTool,
     WorkerCrashed,
@@ -328,7 +327,7 @@ class ProcessWorker:
         sent a CANCEL frame (a request not started yet is skipped, an async tool cancelled)."""
         rid = next(self._ids)
         try:
-            self._send(_request_frame(rid, tool, args, session))
+            self._send(p.request_frame(rid, tool, args, session))
         except BaseException:
             if ticket is not None:
                 ticket.end()  # nothing reached the worker
@@ -372,7 +371,7 @@ class ProcessWorker:
         early, at the END the worker sends after CANCEL."""
         rid = next(self._ids)
         try:
-            self._send(_request_frame(rid, tool, args, session))
+            self._send(p.request_frame(rid, tool, args, session))
         except BaseException:
             if ticket is not None:
                 ticket.end()
@@ -456,18 +455,3 @@ class ProcessWorker:
     def statistics(self) -> dict[str, int]:
         return {"requests": self.requests, "errors": self.errors, "in_flight": self.in_flight}
 
-
-def _request_frame(
-    rid: int, tool: str, args: dict[str, Any], session: list[Any] | None
-) -> list[Any]:
-    if session is None:
-        return [p.REQUEST, rid, tool, args]
-    if session[1] is not None:
-        try:
-            p.pack([session[1]])  # only when they are sent: when they changed
-        except SerializationError as exc:
-            raise SerializationError(
-                f"session {session[0]!r}: its settings (the session's metadata) cannot cross "
-                f"the wire to a process worker: {exc}"
-            ) from None
-    return [p.REQUEST, rid, tool, args, session[0], session[1]]

@@ -40,7 +40,7 @@ TYPE_CHECKING = False  # typing.TYPE_CHECKING, without importing typing in a wor
 if TYPE_CHECKING:
     from typing import Any
 
-__all__ = ["FrameReader", "pack", "unpack_body"]
+__all__ = ["FrameReader", "pack", "request_frame", "unpack_body"]
 
 REQUEST, REPLY, ERROR, ITEM, END, CANCEL, PING, PONG, READY, STOP, FAILED, CREDIT, DROP = range(13)
 DEFAULT_MAX_FRAME = 64 * 1024 * 1024
@@ -154,3 +154,22 @@ _OK_TYPES = (
     ": tuple",
     ": dict",
 )
+
+
+def request_frame(
+    rid: int, tool: str, args: dict[str, Any], session: list[Any] | None
+) -> list[Any]:
+    """A REQUEST frame (its body, for `pack`), for process and Ray workers alike. ``session`` is
+    ``[session_id, settings]``; the settings are checked here, so that metadata msgpack cannot
+    carry fails with a message naming the session rather than the request."""
+    if session is None:
+        return [REQUEST, rid, tool, args]
+    if session[1] is not None:
+        try:
+            pack([session[1]])  # only when they are sent: when they changed
+        except SerializationError as exc:
+            raise SerializationError(
+                f"session {session[0]!r}: its settings (the session's metadata) cannot cross "
+                f"the wire to a worker: {exc}"
+            ) from None
+    return [REQUEST, rid, tool, args, session[0], session[1]]

@@ -12,26 +12,8 @@ from concurrent.futures import Future as ConcurrentFuture
 from typing import Any
 
 from aiotp.runtime.errors import CallTimeout
-from aiotp.workers import protocol as p
-from aiotp.workers.errors import SerializationError
 
-__all__ = ["expire", "request_frame", "retrieve", "short", "wait", "when_done"]
-
-
-def request_frame(
-    rid: int, tool: str, args: dict[str, Any], session: list[Any] | None
-) -> list[Any]:
-    if session is None:
-        return [p.REQUEST, rid, tool, args]
-    if session[1] is not None:
-        try:
-            p.pack([session[1]])
-        except SerializationError as exc:
-            raise SerializationError(
-                f"session {session[0]!r}: its settings (the session's metadata) cannot cross "
-                f"to a Ray worker: {exc}"
-            ) from None
-    return [p.REQUEST, rid, tool, args, session[0], session[1]]
+__all__ = ["expire", "retrieve", "short", "wait", "when_done"]
 
 
 def expire(waiter: asyncio.Future[Any], tool: str, worker_id: str, timeout: float) -> None:

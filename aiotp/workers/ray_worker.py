@@ -43,7 +43,7 @@ from aiotp.workers.errors import (
     WorkerCrashed,
     WorkerStartError,
 )
-from aiotp.workers.ray_calls import expire, request_frame, retrieve, short, wait, when_done
+from aiotp.workers.ray_calls import expire, retrieve, short, wait, when_done
 from aiotp.workers.streaming import Stream
 from aiotp.workers.ticket import Ticket
 
@@ -191,7 +191,7 @@ class RayWorker:
 
     # -- requests --------------------------------------------------------------------------
     def _send(self, rid: int, tool: str, args: dict[str, Any], session: list[Any] | None) -> bytes:
-        data = p.pack(request_frame(rid, tool, args, session), self.max_frame)
+        data = p.pack(p.request_frame(rid, tool, args, session), self.max_frame)
         if self.closed.done():
             raise WorkerCrashed(f"worker {self.worker_id} is gone", self.worker_id, delivered=False)
         return data
