@@ -271,9 +271,9 @@ async def leak_problems(
     return problems
 
 
-def descendants() -> list[int]:
-    """Live (non-zombie) descendants of this process, read from /proc; [] where there is none
-    (the check is then skipped: the process profile needs Linux anyway)."""
+def descendants(root: int | None = None) -> list[int]:
+    """Live (non-zombie) descendants of `root` (default: this process), read from /proc; []
+    where there is none (the check is then skipped: the process profile needs Linux anyway)."""
     try:
         entries = os.listdir("/proc")
     except OSError:
@@ -293,7 +293,7 @@ def descendants() -> list[int]:
             continue  # a zombie is dead; its parent reaps it
         children.setdefault(int(fields[1]), []).append(int(entry))
     found: list[int] = []
-    todo = [os.getpid()]
+    todo = [os.getpid() if root is None else root]
     while todo:
         for child in children.get(todo.pop(), []):
             found.append(child)
