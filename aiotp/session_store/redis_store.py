@@ -104,14 +104,14 @@ from aiotp.session_store.errors import (
     SessionStoreUnavailable,
 )
 from aiotp.session_store.events import _Registry
-from aiotp.session_store.lifecycle import INPUT_REQUIRED, check_table, check_worker_id
+from aiotp.session_store.lifecycle import INPUT_REQUIRED, check_worker_id
 from aiotp.session_store.redis_codec import MAX_TTL as _MAX_TTL
 from aiotp.session_store.redis_codec import changes, check_id, decode, new_fields
 from aiotp.session_store.redis_events import Listener
 from aiotp.session_store.redis_sharing import RedisSharing
 from aiotp.session_store.redis_sweeping import RedisWholeStore, check_cancelled
 from aiotp.session_store.session import Session
-from aiotp.session_store.store import RemovalHook
+from aiotp.session_store.store import RemovalHook, check_settings, positive
 
 __all__ = ["RedisSessionStore"]
 
@@ -119,16 +119,6 @@ _log = logging.getLogger("aiotp.sessions")
 _unpack = msgpack.unpackb
 
 
-def _positive(name: str, value: Any, top: float = math.inf) -> float:
-    if (
-        not isinstance(value, int | float)
-        or isinstance(value, bool)
-        or not math.isfinite(value)
-        or value <= 0
-        or value > top
-    ):
-        raise ValueError(f"{name} must be a positive finite number (at most {top}), got {value!r}")
-    return float(value)
 
 
 def _redact(url: str) -> str:
@@ -143,6 +133,13 @@ def _redact(url: str) -> str:
 
 class RedisSessionStore(RedisWholeStore, RedisSharing):
     """See the module docstring."""
+
+    # Set by check_settings (shared with the in-memory SessionStore).
+    ttl: float
+    heartbeat_timeout: float | None
+    clock: Callable[[], float] | None
+    transitions: Mapping[str, frozenset[str]]
+    initial_state: str
 
     def __init__(
         self,
@@ -170,22 +167,23 @@ class RedisSessionStore(RedisWholeStore, RedisSharing):
         self.url = url
         self.name = _redact(url)
         self.prefix = prefix
-        self.ttl = _positive("ttl", ttl, _MAX_TTL)
-        self.sweep_interval = _positive("sweep_interval", sweep_interval)
-        if not isinstance(max_sessions, int) or isinstance(max_sessions, bool) or max_sessions < 0:
-            raise ValueError(f"max_sessions must be an int >= 0, got {max_sessions!r}")
-        self.max_sessions = max_sessions
-        self.heartbeat_timeout = (
-            None if heartbeat_timeout is None else _positive("heartbeat_timeout", heartbeat_timeout)
+        check_settings(
+            self,
+            ttl=ttl,
+            sweep_interval=sweep_interval,
+            max_sessions=max_sessions,
+            heartbeat_timeout=heartbeat_timeout,
+            sweep_chunk=sweep_chunk,
+            clock=clock,
+            transitions=transitions,
+            initial_state=initial_state,
+            max_ttl=_MAX_TTL,
         )
-        self.sweep_chunk = int(_positive("sweep_chunk", sweep_chunk))
-        self.clock = clock
-        self.transitions, self.initial_state = check_table(transitions, initial_state)
-        self.timeout = _positive("timeout", timeout)
-        self.connect_timeout = _positive("connect_timeout", connect_timeout)
-        self.socket_timeout = _positive("socket_timeout", socket_timeout)
+        self.timeout = positive("timeout", timeout)
+        self.connect_timeout = positive("connect_timeout", connect_timeout)
+        self.socket_timeout = positive("socket_timeout", socket_timeout)
         grace = max(60.0, 2 * self.sweep_interval) if expiry_grace is None else expiry_grace
-        self.expiry_grace = _positive("expiry_grace", grace)
+        self.expiry_grace = positive("expiry_grace", grace)
         if not isinstance(max_connections, int) or max_connections < 1:
             raise ValueError(f"max_connections must be an int >= 1, got {max_connections!r}")
         self.max_connections = max_connections
@@ -302,7 +300,7 @@ class RedisSessionStore(RedisWholeStore, RedisSharing):
     # -- creation --------------------------------------------------------------------------
     def _new(self, session_id: str, ttl: float | None, metadata: dict[str, Any] | None) -> Session:
         check_id(session_id)
-        life = self.ttl if ttl is None else _positive("ttl", ttl, _MAX_TTL)
+        life = self.ttl if ttl is None else positive("ttl", ttl, _MAX_TTL)
         if metadata is not None and not isinstance(metadata, dict):
             raise TypeError(f"metadata must be a dict, got {metadata!r}")
         session = Session(session_id, life, time.time(), 0.0, dict(metadata or {}))

@@ -88,15 +88,45 @@ class StoreStats:
     subscribers: int = 0  # open event subscriptions, all sessions together
 
 
-def _positive(name: str, value: Any) -> float:
+def positive(name: str, value: Any, top: float = math.inf) -> float:
+    """`value` as a float, or `ValueError` naming `name` (the session stores' settings)."""
     if (
         not isinstance(value, int | float)
         or isinstance(value, bool)
         or not math.isfinite(value)
         or value <= 0
+        or value > top
     ):
-        raise ValueError(f"{name} must be a positive finite number, got {value!r}")
+        most = "" if top == math.inf else f" (at most {top})"
+        raise ValueError(f"{name} must be a positive finite number{most}, got {value!r}")
     return float(value)
+
+
+def check_settings(
+    target: Any,
+    *,
+    ttl: Any,
+    sweep_interval: Any,
+    max_sessions: Any,
+    heartbeat_timeout: Any,
+    sweep_chunk: Any,
+    clock: Any,
+    transitions: Mapping[str, Iterable[str]] | None,
+    initial_state: str,
+    max_ttl: float = math.inf,
+) -> None:
+    """Check and set the settings every session store has (in memory and on Redis alike)."""
+    target.ttl = positive("ttl", ttl, max_ttl)
+    target.sweep_interval = positive("sweep_interval", sweep_interval)
+    if not isinstance(max_sessions, int) or isinstance(max_sessions, bool) or max_sessions < 0:
+        raise ValueError(f"max_sessions must be an int >= 0, got {max_sessions!r}")
+    target.max_sessions = max_sessions
+    target.heartbeat_timeout = (
+        None if heartbeat_timeout is None else positive("heartbeat_timeout", heartbeat_timeout)
+    )
+    target.sweep_chunk = int(positive("sweep_chunk", sweep_chunk))
+    target.clock = clock
+    target.transitions, target.initial_state = check_table(transitions, initial_state)
 
 
 def _check_id(session_id: Any) -> str:
@@ -107,6 +137,14 @@ def _check_id(session_id: Any) -> str:
 
 class SessionStore(Admission, Lifecycle, Events, Portable, Sweeping):
     """See the module docstring."""
+
+    # Set by check_settings (shared with RedisSessionStore).
+    ttl: float
+    sweep_interval: float
+    max_sessions: int
+    heartbeat_timeout: float | None
+    sweep_chunk: int
+    initial_state: str
 
     def __init__(
         self,
@@ -121,17 +159,17 @@ class SessionStore(Admission, Lifecycle, Events, Portable, Sweeping):
         transitions: Mapping[str, Iterable[str]] | None = None,
         initial_state: str = "pending",
     ) -> None:
-        self.ttl = _positive("ttl", ttl)
-        self.sweep_interval = _positive("sweep_interval", sweep_interval)
-        if not isinstance(max_sessions, int) or isinstance(max_sessions, bool) or max_sessions < 0:
-            raise ValueError(f"max_sessions must be an int >= 0, got {max_sessions!r}")
-        self.max_sessions = max_sessions
-        self.heartbeat_timeout = (
-            None if heartbeat_timeout is None else _positive("heartbeat_timeout", heartbeat_timeout)
+        check_settings(
+            self,
+            ttl=ttl,
+            sweep_interval=sweep_interval,
+            max_sessions=max_sessions,
+            heartbeat_timeout=heartbeat_timeout,
+            sweep_chunk=sweep_chunk,
+            clock=clock,
+            transitions=transitions,
+            initial_state=initial_state,
         )
-        self.sweep_chunk = int(_positive("sweep_chunk", sweep_chunk))
-        self.clock = clock
-        self.transitions, self.initial_state = check_table(transitions, initial_state)
         self._table = Table(shards)
         self._count = 0  # sessions held, expired or not: what the quota counts
         self._count_lock = threading.Lock()
@@ -149,7 +187,7 @@ class SessionStore(Admission, Lifecycle, Events, Portable, Sweeping):
         self, session_id: str, ttl: float | None = None, metadata: dict[str, Any] | None = None
     ) -> Session:
         _check_id(session_id)
-        life = self.ttl if ttl is None else _positive("ttl", ttl)
+        life = self.ttl if ttl is None else positive("ttl", ttl)
         if metadata is not None and not isinstance(metadata, dict):
             raise TypeError(f"metadata must be a dict, got {metadata!r}")
         now = self.clock()
